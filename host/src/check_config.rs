@@ -1,0 +1,60 @@
+//! `mcp-delegate check-config FILE`: the startup validation, printed.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::cli::CommonArgs;
+use crate::startup;
+
+pub fn run(file: &Path, common: &CommonArgs) -> ExitCode {
+    let (built, diagnostics) = startup::build(file, common);
+    for warning in &diagnostics.warnings {
+        println!(
+            "warning: {}: {}",
+            display_path(&warning.path),
+            warning.message
+        );
+    }
+    let mut error_count = diagnostics.errors.len();
+    for error in &diagnostics.errors {
+        println!("error: {}: {}", display_path(&error.path), error.message);
+    }
+    if let Some(built) = built {
+        for missing in &built.registry.unavailable {
+            error_count += 1;
+            println!(
+                "error: delegation.modules.{}: {}",
+                missing.name, missing.reason
+            );
+        }
+        if error_count == 0 {
+            println!(
+                "ok: {} module(s), {} tool(s): {}",
+                built.registry.modules.len(),
+                built.registry.tools().len(),
+                built
+                    .registry
+                    .tools()
+                    .iter()
+                    .map(|tool| tool.spec.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        built.registry.shutdown();
+    }
+    if error_count == 0 {
+        ExitCode::SUCCESS
+    } else {
+        println!("{error_count} error(s)");
+        ExitCode::FAILURE
+    }
+}
+
+fn display_path(path: &str) -> &str {
+    if path.is_empty() {
+        "(config)"
+    } else {
+        path
+    }
+}

@@ -1,0 +1,56 @@
+//! Command-line interface.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcp-delegate",
+    version,
+    about = "MCP server that queries PostgreSQL databases as the calling user's own role"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a config file (and the plugins it needs) without serving.
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Directory holding plugin libraries (default: config `plugins.directory`,
+    /// else the directory of this executable).
+    #[arg(long)]
+    pub plugin_dir: Option<PathBuf>,
+    /// Directory of `{"$secret": "NAME"}` files (default /run/secrets).
+    #[arg(long)]
+    pub secrets_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file (JSON).
+    #[arg(long, env = "CONFIG_PATH")]
+    pub config: Option<PathBuf>,
+    /// Port to listen on (default: config `mcp.port`, else 3000; 0 picks a free one).
+    #[arg(long, env = "SERVER_PORT")]
+    pub port: Option<u16>,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}

@@ -1,0 +1,226 @@
+//! Reading a config file into [`Config`], collecting every finding with its
+//! JSON path. Each top-level section is parsed on its own so one mistake does
+//! not hide the others.
+
+use std::path::Path;
+
+use mcp_delegate_plugin_api::ConfigIssue;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::model::{Config, ModuleEntry};
+use super::secrets::{join, SecretSource};
+
+/// Errors and warnings, each with the JSON path it is about.
+#[derive(Debug, Default)]
+pub struct Diagnostics {
+    pub errors: Vec<ConfigIssue>,
+    pub warnings: Vec<ConfigIssue>,
+}
+
+impl Diagnostics {
+    pub fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(ConfigIssue {
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    pub fn warning(&mut self, path: &str, message: impl Into<String>) {
+        self.warnings.push(ConfigIssue {
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    /// Adds a plugin's findings, whose paths are relative to `prefix`.
+    pub fn extend_under(&mut self, prefix: &str, report: mcp_delegate_plugin_api::ConfigReport) {
+        for issue in report.errors {
+            self.error(&join_path(prefix, &issue.path), issue.message);
+        }
+        for issue in report.warnings {
+            self.warning(&join_path(prefix, &issue.path), issue.message);
+        }
+    }
+
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
+    }
+}
+
+fn join_path(prefix: &str, relative: &str) -> String {
+    match (prefix.is_empty(), relative.is_empty()) {
+        (_, true) => prefix.to_owned(),
+        (true, false) => relative.to_owned(),
+        (false, false) if relative.starts_with('[') => format!("{prefix}{relative}"),
+        (false, false) => format!("{prefix}.{relative}"),
+    }
+}
+
+const SECTIONS: &[&str] = &["auth", "delegation", "mcp", "plugins"];
+
+/// Reads, resolves secrets in, and parses `path`. Warnings and errors are
+/// both returned; the caller decides (errors stop startup).
+pub fn load_file(path: &Path, secrets: &SecretSource) -> (Option<Config>, Diagnostics) {
+    let mut diagnostics = Diagnostics::default();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) => {
+            diagnostics.error("", format!("cannot read {}: {err}", path.display()));
+            return (None, diagnostics);
+        }
+    };
+    let mut root: Value = match serde_json::from_str(&text) {
+        Ok(value) => value,
+        Err(err) => {
+            diagnostics.error(
+                "",
+                format!(
+                    "not valid JSON (line {}, column {}): {err}",
+                    err.line(),
+                    err.column()
+                ),
+            );
+            return (None, diagnostics);
+        }
+    };
+    secrets.resolve(&mut root, "", &mut diagnostics);
+    let Value::Object(mut sections) = root else {
+        diagnostics.error("", "the config must be a JSON object");
+        return (None, diagnostics);
+    };
+    for key in sections.keys() {
+        if !SECTIONS.contains(&key.as_str()) && !key.starts_with('_') {
+            diagnostics.warning(&join("", key), "unknown key (ignored)");
+        }
+    }
+    let mut config = Config {
+        auth: sections.remove("auth"),
+        ..Config::default()
+    };
+    if let Some(delegation) = parse_section(&mut sections, "delegation", &mut diagnostics) {
+        config.delegation = delegation;
+    }
+    if let Some(mcp) = parse_section(&mut sections, "mcp", &mut diagnostics) {
+        config.mcp = mcp;
+    }
+    if let Some(plugins) = parse_section(&mut sections, "plugins", &mut diagnostics) {
+        config.plugins = plugins;
+    }
+    check_values(&config, &mut diagnostics);
+    (Some(config), diagnostics)
+}
+
+fn parse_section<T: DeserializeOwned>(
+    sections: &mut Map<String, Value>,
+    name: &str,
+    diagnostics: &mut Diagnostics,
+) -> Option<T> {
+    let value = sections.remove(name)?;
+    parse_at(value, name, true, diagnostics)
+}
+
+/// Deserialises `value` (found at `path`) into `T`: a type error becomes an
+/// error with its full path, an unknown key a warning (if `warn_unknown`).
+fn parse_at<T: DeserializeOwned>(
+    value: Value,
+    path: &str,
+    warn_unknown: bool,
+    diagnostics: &mut Diagnostics,
+) -> Option<T> {
+    let mut unknown = Vec::new();
+    let mut record_unknown = |ignored: serde_ignored::Path<'_>| unknown.push(ignored.to_string());
+    let deserializer = serde_ignored::Deserializer::new(value, &mut record_unknown);
+    let parsed = serde_path_to_error::deserialize::<_, T>(deserializer);
+    if warn_unknown {
+        for key in unknown {
+            diagnostics.warning(&join_path(path, &key), "unknown key (ignored)");
+        }
+    }
+    match parsed {
+        Ok(parsed) => Some(parsed),
+        Err(err) => {
+            let inner = err.path().to_string();
+            let at = if inner == "." {
+                path.to_owned()
+            } else {
+                join_path(path, &inner)
+            };
+            diagnostics.error(&at, err.into_inner().to_string());
+            None
+        }
+    }
+}
+
+/// Parses the host's keys of one module entry (the plugin checks the rest).
+pub(crate) fn parse_module_entry(
+    name: &str,
+    entry: &Value,
+    diagnostics: &mut Diagnostics,
+) -> Option<ModuleEntry> {
+    let path = join("delegation.modules", name);
+    let Some(object) = entry.as_object() else {
+        diagnostics.error(&path, "a module entry must be an object");
+        return None;
+    };
+    let host_keys: Map<String, Value> = object
+        .iter()
+        .filter(|(key, _)| ModuleEntry::HOST_KEYS.contains(&key.as_str()))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    parse_at(Value::Object(host_keys), &path, false, diagnostics)
+}
+
+fn check_values(config: &Config, diagnostics: &mut Diagnostics) {
+    if config.mcp.max_request_bytes == 0 {
+        diagnostics.error("mcp.maxRequestBytes", "must be greater than 0");
+    }
+    if config.mcp.tools_page_size == 0 {
+        diagnostics.error("mcp.toolsPageSize", "must be greater than 0");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> (Option<Config>, Diagnostics) {
+        let file = std::env::temp_dir().join(format!(
+            "mcpd-config-{}-{}.json",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::write(&file, text).unwrap();
+        let result = load_file(&file, &SecretSource::default());
+        std::fs::remove_file(file).unwrap();
+        result
+    }
+
+    #[test]
+    fn reports_type_errors_in_several_sections_with_paths_and_unknown_keys_as_warnings() {
+        let (_, diagnostics) = load_str(
+            r#"{"mcp": {"colour": 1, "port": "eighty"},
+                "plugins": {"directory": 7},
+                "extra": true}"#,
+        );
+        let errors: Vec<_> = diagnostics.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(errors, ["mcp.port", "plugins.directory"]);
+        let warnings: Vec<_> = diagnostics
+            .warnings
+            .iter()
+            .map(|e| e.path.as_str())
+            .collect();
+        assert_eq!(warnings, ["extra", "mcp.colour"]);
+    }
+
+    #[test]
+    fn module_entry_type_error_names_the_entry() {
+        let mut diagnostics = Diagnostics::default();
+        let entry = serde_json::json!({"toolPrefix": 3, "host": "db"});
+        assert!(parse_module_entry("postgresql1", &entry, &mut diagnostics).is_none());
+        assert_eq!(
+            diagnostics.errors[0].path,
+            "delegation.modules.postgresql1.toolPrefix"
+        );
+    }
+}

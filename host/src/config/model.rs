@@ -1,0 +1,127 @@
+//! The typed configuration. Key names follow the seed framework's JSON
+//! (camelCase), so its configs load unchanged.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Default bound on an HTTP request body (`mcp.maxRequestBytes`).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Default page size of `tools/list` (`mcp.toolsPageSize`).
+pub const DEFAULT_TOOLS_PAGE_SIZE: usize = 100;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Config {
+    /// OAuth settings (trusted IdPs, role mappings). Kept as JSON here: the
+    /// resource-server layer that interprets them is not built yet.
+    #[serde(default)]
+    pub auth: Option<Value>,
+    #[serde(default)]
+    pub delegation: DelegationConfig,
+    #[serde(default)]
+    pub mcp: McpConfig,
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DelegationConfig {
+    /// Module entries in file order (serde_json's `preserve_order`). Each is
+    /// split into host keys and the plugin's own keys by [`ModuleEntry`].
+    #[serde(default)]
+    pub modules: Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct McpConfig {
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Name reported in `initialize` / `server/discover`.
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+    /// When present, a tool is exposed only if its entry is `true`.
+    #[serde(default)]
+    pub enabled_tools: Option<BTreeMap<String, bool>>,
+    /// Browser origins allowed to call `/mcp` (`https://app.example.com:443`,
+    /// `http://localhost:*`). Requests with any other `Origin` get 403.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// `Host` header values accepted on `/mcp` (DNS-rebinding protection).
+    /// Default: loopback names plus the bind address.
+    #[serde(default)]
+    pub allowed_hosts: Option<Vec<String>>,
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    #[serde(default = "default_tools_page_size")]
+    pub tools_page_size: usize,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            port: None,
+            server_name: default_server_name(),
+            enabled_tools: None,
+            allowed_origins: Vec::new(),
+            allowed_hosts: None,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            tools_page_size: DEFAULT_TOOLS_PAGE_SIZE,
+        }
+    }
+}
+
+fn default_server_name() -> String {
+    "mcp-delegate".to_owned()
+}
+fn default_max_request_bytes() -> usize {
+    DEFAULT_MAX_REQUEST_BYTES
+}
+fn default_tools_page_size() -> usize {
+    DEFAULT_TOOLS_PAGE_SIZE
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginsConfig {
+    /// Where plugin libraries are found when `--plugin-dir` is not given.
+    #[serde(default)]
+    pub directory: Option<PathBuf>,
+}
+
+/// The host's own keys of a `delegation.modules.<name>` entry. Everything
+/// else in the entry belongs to the plugin and is handed to it as JSON.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleEntry {
+    /// Module kind, when the entry's name does not start with it.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub tool_prefix: Option<String>,
+    /// Appended to every tool description of the module.
+    #[serde(default, rename = "_comment")]
+    pub comment: Option<String>,
+    /// Scopes a token must hold to use this module's tools.
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    /// RFC 8693 settings; used by the host only, never passed to the plugin
+    /// (it holds the client secret).
+    #[serde(default)]
+    pub token_exchange: Option<Value>,
+}
+
+impl ModuleEntry {
+    /// The keys above, as they appear in JSON.
+    pub const HOST_KEYS: &'static [&'static str] = &[
+        "type",
+        "toolPrefix",
+        "_comment",
+        "requiredScopes",
+        "tokenExchange",
+    ];
+}

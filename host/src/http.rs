@@ -1,0 +1,179 @@
+//! The HTTP server: hyper on tokio, a tiny router, and JSON responses for
+//! everything that is not MCP. Every error becomes a response; no request
+//! can panic the server.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::mcp::McpService;
+use crate::registry::Registry;
+
+pub type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
+
+/// Everything a request handler needs.
+pub struct HttpApp {
+    pub mcp: McpService,
+    pub registry: Arc<Registry>,
+    pub max_request_bytes: usize,
+}
+
+fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+async fn route(app: Arc<HttpApp>, request: Request<Incoming>) -> Result<HttpResponse, Infallible> {
+    let path = request.uri().path();
+    let response = match (request.method(), path) {
+        (&Method::POST, "/mcp") => post_mcp(&app, request).await,
+        (_, "/mcp") => app.mcp.handle(request).await,
+        (&Method::GET, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, "/ready") => ready(&app.registry),
+        (_, "/health" | "/ready") => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "METHOD_NOT_ALLOWED", "message": "use GET"}),
+        ),
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "NOT_FOUND", "message": "no such endpoint; MCP is served at /mcp"}),
+        ),
+    };
+    Ok(response)
+}
+
+/// JSON-RPC error response outside rmcp (the request never reached it).
+fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> HttpResponse {
+    json_response(
+        status,
+        &json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}}),
+    )
+}
+
+/// Reads the body under the size limit and checks it is JSON before rmcp
+/// sees it, so oversized and malformed requests get stable, documented
+/// answers: 413, and a JSON-RPC parse error (-32700) with 400.
+async fn post_mcp(app: &HttpApp, request: Request<Incoming>) -> HttpResponse {
+    let (parts, body) = request.into_parts();
+    let limit = app.max_request_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return too_large(limit);
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => return too_large(limit),
+        Err(err) => {
+            tracing::debug!(error = %err, "request body could not be read");
+            return jsonrpc_error(
+                StatusCode::BAD_REQUEST,
+                -32700,
+                "Parse error: the request body could not be read",
+            );
+        }
+    };
+    if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        return jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            -32700,
+            &format!("Parse error: the body is not valid JSON ({err})"),
+        );
+    }
+    app.mcp
+        .handle(Request::from_parts(parts, Full::new(bytes)))
+        .await
+}
+
+fn too_large(limit: usize) -> HttpResponse {
+    json_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &json!({
+            "jsonrpc": "2.0", "id": null,
+            "error": {"code": -32600, "message": format!("request body exceeds the limit of {limit} bytes (mcp.maxRequestBytes)")}
+        }),
+    )
+}
+
+/// 200 when every configured module has a running instance, else 503 with
+/// the modules that are missing and why.
+fn ready(registry: &Registry) -> HttpResponse {
+    let running: Vec<&str> = registry.modules.iter().map(|m| m.name.as_str()).collect();
+    let unavailable: Vec<Value> = registry
+        .unavailable
+        .iter()
+        .map(|m| json!({"module": m.name, "reason": m.reason}))
+        .collect();
+    let status = if registry.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(
+        status,
+        &json!({"ready": registry.is_ready(), "modules": running, "unavailable": unavailable}),
+    )
+}
+
+/// Serves until `shutdown` resolves, then lets open requests finish (up to
+/// ten seconds).
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<HttpApp>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer): (_, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = service_fn(move |request| route(app.clone(), request));
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {},
+        () = tokio::time::sleep(Duration::from_secs(10)) => {
+            tracing::warn!("open connections did not finish within 10 s; closing them");
+        }
+    }
+}

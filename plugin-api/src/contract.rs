@@ -1,0 +1,149 @@
+//! The JSON contracts that cross the plugin boundary. Both sides use these
+//! serde types; on the wire they are plain JSON (camelCase keys), so a plugin
+//! may add fields the host ignores and the other way round.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// What a plugin library serves, from [`crate::PluginModule::info_json`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleInfo {
+    /// The module kind, matched against `delegation.modules` keys
+    /// (`postgresql` serves `postgresql`, `postgresql1`, …) and `type`.
+    pub kind: String,
+    /// Prefix used when an entry has no `toolPrefix`: the kind in the entry
+    /// key is replaced by it (`postgresql2` → `sql2`).
+    pub default_tool_prefix: String,
+    /// Human name for logs (`PostgreSQL`).
+    pub display_name: String,
+    /// What the module's tools are called in startup logs (`SQL`).
+    pub tool_family: String,
+    /// The plugin's own version.
+    pub version: String,
+}
+
+/// MCP tool annotations (hints to clients, never trusted for security).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolAnnotations {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_hint: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destructive_hint: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent_hint: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_world_hint: Option<bool>,
+}
+
+/// One tool an instance serves. `name` is unprefixed (`delegate`); the host
+/// exposes it as `<prefix>-<name>`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments (an `"type": "object"` schema).
+    pub input_schema: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<ToolAnnotations>,
+}
+
+/// Who is calling, as the host established it. Never carries a token or a
+/// secret: only identities and roles.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CallContext {
+    /// Correlates host and plugin log lines for one call.
+    pub request_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Primary role from the IdP's role mappings (`admin`, `user`, `guest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub custom_roles: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The database identity the call must run as (from token exchange or
+    /// the requestor's legacy name). `None`: the plugin must refuse any
+    /// call that would touch data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_identity: Option<String>,
+    /// Roles that authorise statement classes (`sql-read`, `sql-write`, …).
+    #[serde(default)]
+    pub delegated_roles: Vec<String>,
+}
+
+/// A tool failure: `{"error": CODE, "message": "...", ...details}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ToolError {
+    /// A stable code from [`crate::codes`] or the plugin's own list.
+    pub error: String,
+    pub message: String,
+    /// Extra machine-readable fields (`sqlstate`, `requiredRole`, …).
+    #[serde(flatten)]
+    pub details: Map<String, Value>,
+}
+
+impl ToolError {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            error: code.to_owned(),
+            message: message.into(),
+            details: Map::new(),
+        }
+    }
+
+    /// Adds one detail field (builder style).
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The JSON text sent across the boundary. Serialising a map of strings
+    /// and JSON values cannot fail; the fallback only keeps this total.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            format!(
+                r#"{{"error":"{}","message":"unserialisable error"}}"#,
+                crate::codes::INTERNAL_ERROR
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for ToolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.error, self.message)
+    }
+}
+
+/// Health of one instance, from [`crate::abi::PluginInstance::health`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HealthReport {
+    pub healthy: bool,
+    pub detail: String,
+}
+
+/// One finding about a module entry's config; `path` is a JSON path relative
+/// to the entry (`pool.max`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+}
+
+/// Result of [`crate::PluginModule::validate_config`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConfigReport {
+    pub errors: Vec<ConfigIssue>,
+    pub warnings: Vec<ConfigIssue>,
+}

@@ -1,0 +1,240 @@
+//! Plugin-author glue: implement [`Module`] and [`ModuleFactory`] in plain
+//! Rust, then `mcp_delegate_plugin_api::export_module!(MyFactory);`.
+//!
+//! Every entry point the host can reach goes through `catch_unwind` here: a
+//! plugin panic becomes a `PLUGIN_PANIC` error result, never an unwind across
+//! the FFI boundary (which would abort the host).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use abi_stable::{
+    prefix_type::PrefixTypeTrait,
+    sabi_trait::TD_Opaque,
+    std_types::{RErr, ROk, RResult, RStr, RString},
+};
+use serde_json::Value;
+
+use crate::abi::{HostServices, PluginInstance, PluginInstanceBox, PluginInstance_TO};
+use crate::abi::{PluginModule, PluginModuleRef};
+use crate::codes;
+use crate::contract::{CallContext, ConfigReport, HealthReport, ModuleInfo, ToolError, ToolSpec};
+
+/// One configured module instance, as a plugin author writes it.
+///
+/// Called from several host threads at once, always on blocking threads:
+/// synchronous I/O (the `postgres` crate, r2d2) is fine here.
+pub trait Module: Send + Sync + 'static {
+    /// The tools this instance serves, names unprefixed.
+    fn tools(&self) -> Vec<ToolSpec>;
+    /// Runs one tool with already-parsed arguments.
+    fn call(&self, tool: &str, context: &CallContext, args: Value) -> Result<Value, ToolError>;
+    /// Cheap health probe (for `/ready` and the `health-check` tool).
+    fn health(&self) -> HealthReport;
+    /// Releases resources; the instance receives no call afterwards.
+    fn shutdown(&self) {}
+}
+
+/// Creates [`Module`] instances; one implementation per plugin library.
+pub trait ModuleFactory {
+    type Instance: Module;
+    fn info() -> ModuleInfo;
+    /// Checks one `delegation.modules.<name>` entry without side effects.
+    fn validate_config(config: &Value) -> ConfigReport;
+    /// Builds an instance. Must not block on the network.
+    fn new_instance(instance_name: &str, config: Value) -> Result<Self::Instance, String>;
+}
+
+/// Exports `$factory` (a [`ModuleFactory`]) as this library's root module.
+///
+/// The symbol name is abi_stable's root-module loader name, spelled out so
+/// that plugin crates need no direct abi_stable dependency; a unit test in
+/// plugin-api checks it against abi_stable's constant.
+#[macro_export]
+macro_rules! export_module {
+    ($factory:ty) => {
+        #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
+        pub static MCP_DELEGATE_LIB_HEADER: $crate::abi_stable::library::LibHeader = {
+            extern "C" fn erased_root_module() -> $crate::abi_stable::library::RootModuleResult {
+                $crate::abi_stable::library::__call_root_module_loader(
+                    $crate::export::root_module::<$factory>,
+                )
+            }
+            // SAFETY: the constructor returns the root module type the
+            // header is declared with, as abi_stable's own macro does.
+            unsafe {
+                $crate::abi_stable::library::LibHeader::from_constructor::<$crate::PluginModuleRef>(
+                    erased_root_module,
+                    $crate::abi_stable::library::CheckTypeLayout::Yes,
+                )
+            }
+        };
+    };
+}
+
+/// Builds the root module for `F`. Used by [`export_module!`].
+pub fn root_module<F: ModuleFactory>() -> PluginModuleRef {
+    PluginModule {
+        info_json: info_json::<F>,
+        validate_config: validate_config::<F>,
+        new_instance: new_instance::<F>,
+    }
+    .leak_into_prefix()
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}
+
+/// Runs `f`, turning a panic into `on_panic(message)`.
+fn guarded<T>(what: &str, f: impl FnOnce() -> T, on_panic: impl FnOnce(&str) -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(value) => value,
+        Err(payload) => {
+            let message = panic_message(payload.as_ref());
+            tracing::error!(entry_point = what, panic = message, "plugin panicked");
+            on_panic(message)
+        }
+    }
+}
+
+fn to_json_string(value: &impl serde::Serialize) -> RString {
+    serde_json::to_string(value).unwrap_or_default().into()
+}
+
+extern "C" fn info_json<F: ModuleFactory>() -> RString {
+    guarded("info", || to_json_string(&F::info()), |_| RString::new())
+}
+
+extern "C" fn validate_config<F: ModuleFactory>(config_json: RStr<'_>) -> RString {
+    guarded(
+        "validate_config",
+        || {
+            let report = match serde_json::from_str::<Value>(config_json.as_str()) {
+                Ok(config) => F::validate_config(&config),
+                Err(err) => ConfigReport {
+                    errors: vec![crate::ConfigIssue {
+                        path: String::new(),
+                        message: format!("config is not JSON: {err}"),
+                    }],
+                    warnings: vec![],
+                },
+            };
+            to_json_string(&report)
+        },
+        |message| {
+            to_json_string(&ConfigReport {
+                errors: vec![crate::ConfigIssue {
+                    path: String::new(),
+                    message: format!("the plugin panicked while validating: {message}"),
+                }],
+                warnings: vec![],
+            })
+        },
+    )
+}
+
+extern "C" fn new_instance<F: ModuleFactory>(
+    instance_name: RStr<'_>,
+    config_json: RStr<'_>,
+    host: HostServices,
+) -> RResult<PluginInstanceBox, RString> {
+    crate::log_bridge::install(host);
+    guarded(
+        "new_instance",
+        || {
+            let config: Value = serde_json::from_str(config_json.as_str())
+                .map_err(|err| format!("config is not JSON: {err}"))?;
+            let module = F::new_instance(instance_name.as_str(), config)?;
+            Ok(PluginInstance_TO::from_value(
+                InstanceAdapter(module),
+                TD_Opaque,
+            ))
+        },
+        |message| Err(format!("the plugin panicked while starting: {message}")),
+    )
+    .map_err(RString::from)
+    .into()
+}
+
+/// Bridges a plain-Rust [`Module`] to the FFI-safe [`PluginInstance`].
+struct InstanceAdapter<M>(M);
+
+impl<M: Module> PluginInstance for InstanceAdapter<M> {
+    fn tools_json(&self) -> RString {
+        guarded(
+            "tools",
+            || to_json_string(&self.0.tools()),
+            |_| RString::from("[]"),
+        )
+    }
+
+    fn call(
+        &self,
+        tool: RStr<'_>,
+        context_json: RStr<'_>,
+        args_json: RStr<'_>,
+    ) -> RResult<RString, RString> {
+        let outcome = guarded(
+            "call",
+            || {
+                let context: CallContext =
+                    serde_json::from_str(context_json.as_str()).map_err(|err| {
+                        ToolError::new(
+                            codes::PLUGIN_PROTOCOL_ERROR,
+                            format!("unreadable call context: {err}"),
+                        )
+                    })?;
+                let args: Value = serde_json::from_str(args_json.as_str()).map_err(|err| {
+                    ToolError::new(
+                        codes::INVALID_ARGUMENTS,
+                        format!("arguments are not JSON: {err}"),
+                    )
+                })?;
+                self.0.call(tool.as_str(), &context, args)
+            },
+            |_| {
+                Err(ToolError::new(
+                    codes::PLUGIN_PANIC,
+                    "the module failed unexpectedly while serving this call; \
+                     the server log has the details",
+                ))
+            },
+        );
+        match outcome {
+            Ok(value) => ROk(to_json_string(&value)),
+            Err(error) => RErr(error.to_json().into()),
+        }
+    }
+
+    fn health(&self) -> RString {
+        guarded(
+            "health",
+            || to_json_string(&self.0.health()),
+            |message| {
+                to_json_string(&HealthReport {
+                    healthy: false,
+                    detail: format!("health probe panicked: {message}"),
+                })
+            },
+        )
+    }
+
+    fn shutdown(&self) {
+        guarded("shutdown", || self.0.shutdown(), |_| ());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn export_symbol_matches_abi_stable() {
+        assert_eq!(
+            abi_stable::library::ROOT_MODULE_LOADER_NAME,
+            "_1as_0lib_1header_0root_bmodule_bloader"
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! The minimal delegation module, and the template for module authors.
+//!
+//! Module kind `echo`: every `delegation.modules` entry named `echo`,
+//! `echo1`, … (or with `"type": "echo"`) gets an instance serving one tool,
+//! `<prefix>-echo`, which returns its arguments and the caller's context.
+//! The `panic` argument makes the call panic on purpose: the host's tests use
+//! it to prove that a plugin panic becomes an error result.
+
+use mcp_delegate_plugin_api::{
+    codes, export_module, CallContext, ConfigIssue, ConfigReport, HealthReport, Module,
+    ModuleFactory, ModuleInfo, ToolAnnotations, ToolError, ToolSpec,
+};
+use serde_json::{json, Value};
+
+/// Keys an `echo` module entry understands (besides the host's own keys).
+const KNOWN_KEYS: &[&str] = &["greeting"];
+
+pub struct EchoFactory;
+
+pub struct EchoModule {
+    instance_name: String,
+    greeting: String,
+}
+
+impl ModuleFactory for EchoFactory {
+    type Instance = EchoModule;
+
+    fn info() -> ModuleInfo {
+        ModuleInfo {
+            kind: "echo".into(),
+            default_tool_prefix: "echo".into(),
+            display_name: "Echo".into(),
+            tool_family: "echo".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    fn validate_config(config: &Value) -> ConfigReport {
+        let mut report = ConfigReport::default();
+        let Some(entries) = config.as_object() else {
+            report.errors.push(ConfigIssue {
+                path: String::new(),
+                message: "expected an object".into(),
+            });
+            return report;
+        };
+        for (key, value) in entries {
+            if key == "greeting" && !value.is_string() {
+                report.errors.push(ConfigIssue {
+                    path: key.clone(),
+                    message: "expected a string".into(),
+                });
+            } else if !KNOWN_KEYS.contains(&key.as_str()) {
+                report.warnings.push(ConfigIssue {
+                    path: key.clone(),
+                    message: "unknown key (ignored)".into(),
+                });
+            }
+        }
+        report
+    }
+
+    fn new_instance(instance_name: &str, config: Value) -> Result<EchoModule, String> {
+        let greeting = config
+            .get("greeting")
+            .and_then(Value::as_str)
+            .unwrap_or("echo")
+            .to_owned();
+        tracing::info!(instance = instance_name, "echo module ready");
+        Ok(EchoModule {
+            instance_name: instance_name.to_owned(),
+            greeting,
+        })
+    }
+}
+
+impl Module for EchoModule {
+    fn tools(&self) -> Vec<ToolSpec> {
+        vec![ToolSpec {
+            name: "echo".into(),
+            description: "Returns its arguments and the caller's identity.".into(),
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "message": {"type": "string", "description": "Text to echo back."},
+                    "panic": {"type": "boolean", "description": "Panic on purpose (tests)."}
+                },
+                "required": ["message"]
+            }),
+            output_schema: Some(json!({
+                "type": "object",
+                "properties": {
+                    "instance": {"type": "string"},
+                    "greeting": {"type": "string"},
+                    "message": {"type": "string"},
+                    "context": {"type": "object"}
+                },
+                "required": ["instance", "greeting", "message", "context"]
+            })),
+            annotations: Some(ToolAnnotations {
+                read_only_hint: Some(true),
+                ..ToolAnnotations::default()
+            }),
+        }]
+    }
+
+    fn call(&self, tool: &str, context: &CallContext, args: Value) -> Result<Value, ToolError> {
+        if tool != "echo" {
+            return Err(ToolError::new(
+                codes::UNKNOWN_TOOL,
+                format!("unknown tool '{tool}'"),
+            ));
+        }
+        if args.get("panic").and_then(Value::as_bool) == Some(true) {
+            panic!("echo was asked to panic");
+        }
+        let message = args.get("message").and_then(Value::as_str).ok_or_else(|| {
+            ToolError::new(codes::INVALID_ARGUMENTS, "'message' must be a string")
+        })?;
+        tracing::debug!(instance = %self.instance_name, request_id = %context.request_id, "echo");
+        Ok(json!({
+            "instance": self.instance_name,
+            "greeting": self.greeting,
+            "message": message,
+            "context": context,
+        }))
+    }
+
+    fn health(&self) -> HealthReport {
+        HealthReport {
+            healthy: true,
+            detail: "echo has nothing to check".into(),
+        }
+    }
+}
+
+export_module!(EchoFactory);

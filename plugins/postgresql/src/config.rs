@@ -1,0 +1,165 @@
+//! The module's own config keys (the seed's), parsed into typed structs.
+
+use mcp_delegate_plugin_api::{ConfigIssue, ConfigReport};
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PgModuleConfig {
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub options: PgOptions,
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// Per-statement limit (`SET LOCAL statement_timeout`).
+    #[expect(
+        dead_code,
+        reason = "read by delegated execution, which is not built yet"
+    )]
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout_millis: u64,
+    /// Most rows a query returns before `truncated: true`.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PgOptions {
+    /// `false`, `true`, or `{rejectUnauthorized, ca, cert, key}`.
+    #[serde(default)]
+    pub ssl: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolConfig {
+    #[serde(default = "default_pool_max")]
+    pub max: u32,
+    #[serde(default)]
+    pub min: u32,
+    /// 0 = connections never expire for idleness.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_millis: u64,
+    /// Checkout wait and connect timeout; 0 = wait without limit.
+    #[serde(default = "default_connection_timeout")]
+    pub connection_timeout_millis: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max: default_pool_max(),
+            min: 0,
+            idle_timeout_millis: default_idle_timeout(),
+            connection_timeout_millis: default_connection_timeout(),
+        }
+    }
+}
+
+fn default_host() -> String {
+    "localhost".into()
+}
+fn default_port() -> u16 {
+    5432
+}
+fn default_statement_timeout() -> u64 {
+    30_000
+}
+fn default_max_rows() -> u64 {
+    1000
+}
+fn default_pool_max() -> u32 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    30_000
+}
+fn default_connection_timeout() -> u64 {
+    5_000
+}
+
+/// Parses an entry (host keys already removed by the host). Unknown keys are
+/// warnings; type errors and impossible values are errors.
+pub fn parse(config: &Value) -> (Option<PgModuleConfig>, ConfigReport) {
+    let mut report = ConfigReport::default();
+    let mut unknown = Vec::new();
+    let mut record_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let deserializer = serde_ignored::Deserializer::new(config.clone(), &mut record_unknown);
+    let parsed = serde_path_to_error::deserialize::<_, PgModuleConfig>(deserializer);
+    for path in unknown {
+        report.warnings.push(ConfigIssue {
+            path,
+            message: "unknown key (ignored)".into(),
+        });
+    }
+    let parsed = match parsed {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            let path = err.path().to_string();
+            report.errors.push(ConfigIssue {
+                path: if path == "." { String::new() } else { path },
+                message: err.into_inner().to_string(),
+            });
+            return (None, report);
+        }
+    };
+    let mut error = |path: &str, message: &str| {
+        report.errors.push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        })
+    };
+    if parsed.pool.max == 0 {
+        error("pool.max", "must be at least 1");
+    }
+    if parsed.pool.min > parsed.pool.max {
+        error("pool.min", "must not exceed pool.max");
+    }
+    if parsed.max_rows == 0 {
+        error("maxRows", "must be at least 1");
+    }
+    match &parsed.options.ssl {
+        None | Some(Value::Bool(false)) => {}
+        Some(Value::Bool(true) | Value::Object(_)) => {}
+        Some(_) => error("options.ssl", "expected false, true or an object"),
+    }
+    (Some(parsed), report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn seed_entry_parses_and_mistakes_have_paths() {
+        let (parsed, report) = parse(&json!({
+            "host": "localhost", "port": 5432, "database": "postgres",
+            "user": "mcp_service", "password": "x", "options": {"ssl": false},
+            "pool": {"max": 10, "min": 0, "idleTimeoutMillis": 30000, "connectionTimeoutMillis": 5000}
+        }));
+        assert!(
+            report.errors.is_empty() && report.warnings.is_empty(),
+            "{report:?}"
+        );
+        assert_eq!(parsed.unwrap().pool.max, 10);
+
+        let (_, report) = parse(&json!({"database": "d", "user": "u", "pool": {"max": "ten"}}));
+        assert_eq!(report.errors[0].path, "pool.max");
+
+        let (_, report) = parse(
+            &json!({"database": "d", "user": "u", "colour": 1, "pool": {"min": 5, "max": 2}}),
+        );
+        assert_eq!(report.warnings[0].path, "colour");
+        assert_eq!(report.errors[0].path, "pool.min");
+    }
+}
