@@ -14,6 +14,7 @@
 
 pub mod abi;
 pub mod codes;
+pub mod config_parse;
 pub mod contract;
 pub mod export;
 pub mod log_bridge;

@@ -1,1 +1,8 @@
+//! Fixtures for mcp-delegate's integration tests: throwaway PostgreSQL
+//! clusters ([`pg`]), the real host binary as a child process ([`host`]),
+//! and plugin directories holding the real plugin libraries ([`paths`]).
+//! Nothing here mocks the host or the database.
 
+pub mod host;
+pub mod paths;
+pub mod pg;

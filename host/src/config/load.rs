@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use mcp_delegate_plugin_api::config_parse::parse_with_report;
 use mcp_delegate_plugin_api::ConfigIssue;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -120,36 +121,20 @@ fn parse_section<T: DeserializeOwned>(
     parse_at(value, name, true, diagnostics)
 }
 
-/// Deserialises `value` (found at `path`) into `T`: a type error becomes an
-/// error with its full path, an unknown key a warning (if `warn_unknown`).
+/// Deserialises `value` (found at `path`) into `T`: type errors become
+/// errors with their full path, unknown keys warnings (if `warn_unknown`).
 fn parse_at<T: DeserializeOwned>(
     value: Value,
     path: &str,
     warn_unknown: bool,
     diagnostics: &mut Diagnostics,
 ) -> Option<T> {
-    let mut unknown = Vec::new();
-    let mut record_unknown = |ignored: serde_ignored::Path<'_>| unknown.push(ignored.to_string());
-    let deserializer = serde_ignored::Deserializer::new(value, &mut record_unknown);
-    let parsed = serde_path_to_error::deserialize::<_, T>(deserializer);
-    if warn_unknown {
-        for key in unknown {
-            diagnostics.warning(&join_path(path, &key), "unknown key (ignored)");
-        }
+    let (parsed, mut report) = parse_with_report::<T>(&value);
+    if !warn_unknown {
+        report.warnings.clear();
     }
-    match parsed {
-        Ok(parsed) => Some(parsed),
-        Err(err) => {
-            let inner = err.path().to_string();
-            let at = if inner == "." {
-                path.to_owned()
-            } else {
-                join_path(path, &inner)
-            };
-            diagnostics.error(&at, err.into_inner().to_string());
-            None
-        }
-    }
+    diagnostics.extend_under(path, report);
+    parsed
 }
 
 /// Parses the host's keys of one module entry (the plugin checks the rest).
@@ -199,7 +184,7 @@ mod tests {
     #[test]
     fn reports_type_errors_in_several_sections_with_paths_and_unknown_keys_as_warnings() {
         let (_, diagnostics) = load_str(
-            r#"{"mcp": {"colour": 1, "port": "eighty"},
+            r#"{"mcp": {"port": "eighty", "colour": 1},
                 "plugins": {"directory": 7},
                 "extra": true}"#,
         );

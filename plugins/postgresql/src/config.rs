@@ -1,5 +1,6 @@
 //! The module's own config keys (the seed's), parsed into typed structs.
 
+use mcp_delegate_plugin_api::config_parse::parse_with_report;
 use mcp_delegate_plugin_api::{ConfigIssue, ConfigReport};
 use serde::Deserialize;
 use serde_json::Value;
@@ -90,27 +91,9 @@ fn default_connection_timeout() -> u64 {
 /// Parses an entry (host keys already removed by the host). Unknown keys are
 /// warnings; type errors and impossible values are errors.
 pub fn parse(config: &Value) -> (Option<PgModuleConfig>, ConfigReport) {
-    let mut report = ConfigReport::default();
-    let mut unknown = Vec::new();
-    let mut record_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
-    let deserializer = serde_ignored::Deserializer::new(config.clone(), &mut record_unknown);
-    let parsed = serde_path_to_error::deserialize::<_, PgModuleConfig>(deserializer);
-    for path in unknown {
-        report.warnings.push(ConfigIssue {
-            path,
-            message: "unknown key (ignored)".into(),
-        });
-    }
-    let parsed = match parsed {
-        Ok(parsed) => parsed,
-        Err(err) => {
-            let path = err.path().to_string();
-            report.errors.push(ConfigIssue {
-                path: if path == "." { String::new() } else { path },
-                message: err.into_inner().to_string(),
-            });
-            return (None, report);
-        }
+    let (parsed, mut report) = parse_with_report::<PgModuleConfig>(config);
+    let Some(parsed) = parsed else {
+        return (None, report);
     };
     let mut error = |path: &str, message: &str| {
         report.errors.push(ConfigIssue {

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs what building and testing mcp-delegate needs on a Debian machine,
+# or prints the exact line to install it. Sourced by test.sh and demo.sh;
+# exports PG_BIN (PostgreSQL server binaries).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+APT_UPDATED=0
+
+as_root() { [ "$(id -u)" = 0 ]; }
+
+apt_install() {
+  if as_root && command -v apt-get >/dev/null 2>&1; then
+    if [ "$APT_UPDATED" = 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+      APT_UPDATED=1
+    fi
+    echo "setup: installing $*" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "setup: missing packages. Install them with:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y $*" >&2
+    exit 1
+  fi
+}
+
+# Rust toolchain (cannot be installed from apt in a usable version).
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: Rust is missing. Install it with:" >&2
+  echo "  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y && . \"\$HOME/.cargo/env\"" >&2
+  exit 1
+fi
+
+# A C compiler for crates that build C code.
+command -v cc >/dev/null 2>&1 || apt_install gcc libc6-dev
+
+# PostgreSQL server binaries (initdb, pg_ctl) for the throwaway clusters.
+find_pg_bin() {
+  if [ -n "${PG_BIN:-}" ] && [ -x "$PG_BIN/initdb" ]; then echo "$PG_BIN"; return; fi
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | while read -r dir; do
+    [ -x "$dir/initdb" ] && echo "$dir"
+  done | tail -n 1
+}
+PG_BIN="$(find_pg_bin)"
+if [ -z "$PG_BIN" ]; then
+  apt_install postgresql
+  PG_BIN="$(find_pg_bin)"
+fi
+export PG_BIN
+command -v runuser >/dev/null 2>&1 || apt_install util-linux
+if as_root && ! id postgres >/dev/null 2>&1; then
+  # initdb refuses to run as root; the clusters run as this user.
+  useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+fi
+
+# The official Python MCP client, for the interoperability test.
+ensure_python_client() {
+  local venv="$ROOT/target/pyenv"
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import mcp' 2>/dev/null; then return; fi
+  command -v python3 >/dev/null 2>&1 || apt_install python3
+  python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+  rm -rf "$venv"
+  python3 -m venv "$venv" || { apt_install python3-venv; python3 -m venv "$venv"; }
+  "$venv/bin/pip" install -q --disable-pip-version-check "mcp==2.3.0"
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test of mcp-delegate (unit, integration against real
+# PostgreSQL clusters, official-client interop), installing what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/setup.sh
+ensure_python_client
+# The integration tests start the real host binary and load the real plugin
+# libraries, so build the whole workspace first.
+cargo build --workspace --locked
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -1,0 +1,218 @@
+//! The real `mcp-delegate` binary as a child process, and a small JSON-RPC
+//! client for it over real HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::paths;
+
+pub struct Host {
+    child: Child,
+    pub base_url: String,
+    logs: Arc<Mutex<Vec<String>>>,
+    _config: tempfile::NamedTempFile,
+    client: reqwest::blocking::Client,
+    next_id: u64,
+}
+
+/// Writes `config` to a temp file.
+pub fn config_file(config: &Value) -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new()
+        .suffix(".json")
+        .tempfile()
+        .expect("config file");
+    std::fs::write(file.path(), config.to_string()).expect("write config");
+    file
+}
+
+/// Runs `mcp-delegate` with `args` to completion: (exit code, stdout, stderr).
+pub fn run_to_exit(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(paths::host_binary())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run host");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Host {
+    /// Starts the host on a free port; returns once it listens.
+    pub fn start(config: &Value, plugin_dir: &Path) -> Self {
+        Self::start_with(config, plugin_dir, &[])
+    }
+
+    pub fn start_with(config: &Value, plugin_dir: &Path, extra_args: &[&str]) -> Self {
+        let config_file = config_file(config);
+        let mut child = Command::new(paths::host_binary())
+            .arg("--config")
+            .arg(config_file.path())
+            .arg("--plugin-dir")
+            .arg(plugin_dir)
+            .args(["--port", "0"])
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn host");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(start) = line.find("Listening on http://") {
+                    let url = line[start + "Listening on ".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .trim_end_matches("/mcp")
+                        .to_owned();
+                    let _ = ready_tx.send(url);
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let base_url = match ready_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                std::thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "host did not start listening; its log:\n{}",
+                    logs.lock().expect("log lock").join("\n")
+                );
+            }
+        };
+        Self {
+            child,
+            base_url,
+            logs,
+            _config: config_file,
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
+            next_id: 1,
+        }
+    }
+
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.base_url)
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("log lock").clone()
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().iter().any(|line| line.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn http(&self) -> &reqwest::blocking::Client {
+        &self.client
+    }
+
+    /// POSTs a raw body to /mcp (legacy protocol headers): (status, body).
+    pub fn post_raw(&self, body: impl Into<reqwest::blocking::Body>) -> (u16, String) {
+        let response = self
+            .client
+            .post(self.mcp_url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .body(body)
+            .send()
+            .expect("POST /mcp");
+        let status = response.status().as_u16();
+        (status, response.text().unwrap_or_default())
+    }
+
+    /// One JSON-RPC request; returns the whole response object.
+    pub fn rpc(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let (status, body) = self.post_raw(request.to_string());
+        assert_eq!(status, 200, "{method} answered HTTP {status}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|err| panic!("not JSON ({err}): {body}"))
+    }
+
+    /// Names from `tools/list`, following pagination.
+    pub fn tool_names(&mut self) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let params = match &cursor {
+                Some(cursor) => json!({"cursor": cursor}),
+                None => json!({}),
+            };
+            let response = self.rpc("tools/list", params);
+            let result = &response["result"];
+            for tool in result["tools"].as_array().expect("tools array") {
+                names.push(tool["name"].as_str().expect("name").to_owned());
+            }
+            match result["nextCursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return names,
+            }
+        }
+    }
+
+    /// `tools/call`; returns the JSON-RPC `result` (or panics on an `error`).
+    pub fn call_tool(&mut self, name: &str, arguments: Value) -> Value {
+        let response = self.rpc("tools/call", json!({"name": name, "arguments": arguments}));
+        assert!(
+            response.get("error").is_none(),
+            "tools/call {name}: {response}"
+        );
+        response["result"].clone()
+    }
+
+    /// The `{"error": CODE, ...}` object of a failed tool result.
+    pub fn tool_error(result: &Value) -> Value {
+        assert_eq!(result["isError"], true, "expected a tool error: {result}");
+        assert!(result.get("structuredContent").is_none(), "{result}");
+        let text = result["content"][0]["text"].as_str().expect("text content");
+        serde_json::from_str(text).expect("error JSON")
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base_url))
+            .send()
+            .expect("GET");
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,120 @@
+//! `check-config` and secret references, through the real binary.
+
+use mcp_delegate_tests::host::{self, Host};
+use mcp_delegate_tests::paths::{plugin_dir, plugin_library};
+use serde_json::json;
+
+#[test]
+fn check_config_reports_every_error_with_its_path_and_never_a_secret() {
+    let plugins = plugin_dir(&[plugin_library("mcp_delegate_postgresql")]);
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("PG1_PASSWORD"), "hunter2-very-secret\n").unwrap();
+    let config = json!({
+        "mcp": {"port": "eighty", "colour": "blue"},
+        "delegation": {"modules": {
+            "postgresql1": {"database": "d", "user": "u",
+                "password": {"$secret": "PG1_PASSWORD"}, "pool": {"max": "ten"}},
+            "postgresql2": {"database": "d", "user": "u",
+                "password": {"$secret": "NOT_THERE"}, "frobnicate": 1}
+        }},
+        "surprise": true
+    });
+    let file = host::config_file(&config);
+    let (code, stdout, _) = host::run_to_exit(&[
+        "check-config",
+        file.path().to_str().unwrap(),
+        "--plugin-dir",
+        plugins.path().to_str().unwrap(),
+        "--secrets-dir",
+        secrets.path().to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0, "{stdout}");
+    for expected in [
+        "error: delegation.modules.postgresql2.password: secret 'NOT_THERE' not found",
+        "error: mcp.port:",
+        "warning: surprise: unknown key",
+        "warning: mcp.colour: unknown key",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("hunter2"), "a secret leaked:\n{stdout}");
+}
+
+#[test]
+fn check_config_validates_module_entries_through_the_plugin() {
+    let plugins = plugin_dir(&[plugin_library("mcp_delegate_postgresql")]);
+    let config = json!({"delegation": {"modules": {
+        "postgresql1": {"database": "d", "user": "u", "pool": {"max": "ten"}},
+        "postgresql2": {"database": "d", "user": "u", "frobnicate": 1}
+    }}});
+    let file = host::config_file(&config);
+    let args = [
+        "check-config",
+        file.path().to_str().unwrap(),
+        "--plugin-dir",
+        plugins.path().to_str().unwrap(),
+    ];
+    let (code, stdout, _) = host::run_to_exit(&args);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("error: delegation.modules.postgresql1.pool.max:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning: delegation.modules.postgresql2.frobnicate: unknown key"),
+        "{stdout}"
+    );
+
+    let good = json!({"delegation": {"modules": {"postgresql1": {"database": "d", "user": "u"}}}});
+    let file = host::config_file(&good);
+    let (code, stdout, _) = host::run_to_exit(&[
+        "check-config",
+        file.path().to_str().unwrap(),
+        "--plugin-dir",
+        plugins.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("ok: 1 module(s), 4 tool(s)"), "{stdout}");
+}
+
+#[test]
+fn secrets_resolve_from_files_and_environment_at_startup() {
+    let plugins = plugin_dir(&[plugin_library("mcp_delegate_echo")]);
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("GREETING_FILE"), "from-a-file\n").unwrap();
+    let config = json!({"delegation": {"modules": {
+        "echo1": {"greeting": {"$secret": "GREETING_FILE"}}
+    }}});
+    let mut host = Host::start_with(
+        &config,
+        plugins.path(),
+        &["--secrets-dir", secrets.path().to_str().unwrap()],
+    );
+    let result = host.call_tool("echo1-echo", json!({"message": "m"}));
+    assert_eq!(result["structuredContent"]["greeting"], "from-a-file");
+    assert!(!host.logs().join("\n").contains("from-a-file"));
+}
+
+#[test]
+fn an_unresolved_secret_stops_startup_with_the_field_path() {
+    let plugins = plugin_dir(&[plugin_library("mcp_delegate_echo")]);
+    let config =
+        json!({"delegation": {"modules": {"echo1": {"greeting": {"$secret": "MISSING_X"}}}}});
+    let file = host::config_file(&config);
+    let (code, _, stderr) = host::run_to_exit(&[
+        "--config",
+        file.path().to_str().unwrap(),
+        "--plugin-dir",
+        plugins.path().to_str().unwrap(),
+        "--secrets-dir",
+        "/nonexistent",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("delegation.modules.echo1.greeting"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,146 @@
+//! The HTTP surface: bad input gets a stable answer and changes nothing.
+
+use mcp_delegate_tests::host::Host;
+use mcp_delegate_tests::paths::{plugin_dir, plugin_library};
+use serde_json::{json, Value};
+
+fn echo_host(mcp: Value) -> (Host, tempfile::TempDir) {
+    let plugins = plugin_dir(&[plugin_library("mcp_delegate_echo")]);
+    let config = json!({
+        "delegation": {"modules": {"echo1": {}, "echo2": {}, "echo3": {}}},
+        "mcp": mcp
+    });
+    (Host::start(&config, plugins.path()), plugins)
+}
+
+#[test]
+fn malformed_and_oversized_requests_get_stable_errors() {
+    let (mut host, _plugins) = echo_host(json!({"maxRequestBytes": 2048}));
+    let (status, body) = host.post_raw("{not json");
+    assert_eq!(status, 400);
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], -32700);
+
+    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "echo1-echo", "arguments": {"message": "x".repeat(4096)}}});
+    let (status, body) = host.post_raw(big.to_string());
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("mcp.maxRequestBytes"), "{body}");
+
+    // Not JSON-RPC at all, and an unknown method.
+    let (status, _) = host.post_raw(r#"{"hello": "world"}"#);
+    assert!((400..500).contains(&status));
+    let response = host.rpc("no/such/method", json!({}));
+    assert_eq!(response["error"]["code"], -32601, "{response}");
+
+    // Unknown tool: a JSON-RPC error, not a tool result.
+    let response = host.rpc("tools/call", json!({"name": "nope", "arguments": {}}));
+    assert_eq!(response["error"]["code"], -32602);
+
+    // And the server still answers normally.
+    let result = host.call_tool("echo1-echo", json!({"message": "still here"}));
+    assert_eq!(result["structuredContent"]["message"], "still here");
+    assert_eq!(
+        result["content"][0]["text"]
+            .as_str()
+            .map(|t| serde_json::from_str::<Value>(t).unwrap()),
+        Some(result["structuredContent"].clone())
+    );
+}
+
+#[test]
+fn foreign_origins_and_hosts_are_refused() {
+    let (host, _plugins) = echo_host(json!({"allowedOrigins": ["https://app.example.com:443"]}));
+    let post = |origin: Option<&str>, host_header: Option<&str>| {
+        let mut request = host
+            .http()
+            .post(host.mcp_url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(host_header) = host_header {
+            request = request.header("host", host_header);
+        }
+        request.send().unwrap().status().as_u16()
+    };
+    assert_eq!(post(None, None), 200);
+    assert_eq!(post(Some("https://app.example.com"), None), 200);
+    assert_eq!(post(Some("https://evil.example"), None), 403);
+    assert_eq!(post(None, Some("evil.example")), 403);
+}
+
+#[test]
+fn tools_list_is_sorted_and_paginated() {
+    let (mut host, _plugins) = echo_host(json!({"toolsPageSize": 2}));
+    let first = host.rpc("tools/list", json!({}));
+    assert_eq!(first["result"]["tools"].as_array().unwrap().len(), 2);
+    assert!(first["result"]["nextCursor"].is_string());
+    let all = host.tool_names();
+    assert_eq!(
+        all,
+        ["echo1-echo", "echo2-echo", "echo3-echo", "health-check"]
+    );
+    let response = host.rpc("tools/list", json!({"cursor": "garbage"}));
+    assert_eq!(response["error"]["code"], -32602);
+}
+
+#[test]
+fn health_ready_discover_and_unknown_paths() {
+    let (host, _plugins) = echo_host(json!({}));
+    assert_eq!(host.get("/health"), (200, json!({"status": "ok"})));
+    let (status, ready) = host.get("/ready");
+    assert_eq!(status, 200);
+    assert_eq!(ready["modules"], json!(["echo1", "echo2", "echo3"]));
+    assert_eq!(host.get("/nope").0, 404);
+
+    // Protocol 2026-07-28: stateless, no initialize; every request carries
+    // its version and capabilities, and the Mcp-Method/Mcp-Name headers
+    // must agree with the body.
+    let modern = |method: &str, name: Option<&str>, params: Value| {
+        let mut params = params;
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}
+        });
+        let mut request = host
+            .http()
+            .post(host.mcp_url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method);
+        if let Some(name) = name {
+            request = request.header("mcp-name", name);
+        }
+        let response = request
+            .body(
+                json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string(),
+            )
+            .send()
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    let (status, body) = modern("server/discover", None, json!({}));
+    assert_eq!(status, 200, "{body}");
+    let versions = body["result"]["supportedVersions"].to_string();
+    assert!(
+        versions.contains("2026-07-28") && versions.contains("2025-06-18"),
+        "{body}"
+    );
+    let call = json!({"name": "echo2-echo", "arguments": {"message": "modern"}});
+    let (status, body) = modern("tools/call", Some("echo2-echo"), call.clone());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["structuredContent"]["message"], "modern");
+    let (status, body) = modern("tools/call", Some("echo3-echo"), call);
+    assert_eq!(
+        status, 400,
+        "a contradicting Mcp-Name must be refused: {body}"
+    );
+}
