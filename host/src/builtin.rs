@@ -3,18 +3,31 @@
 use mcp_delegate_plugin_api::{codes, HealthReport, ToolAnnotations, ToolError, ToolSpec};
 use serde_json::{json, Map, Value};
 
-use crate::registry::Registry;
+use crate::auth::Principal;
+use crate::registry::{Access, Registry};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Builtin {
     HealthCheck,
+    UserInfo,
 }
 
 pub fn all() -> Vec<Builtin> {
-    vec![Builtin::HealthCheck]
+    vec![Builtin::HealthCheck, Builtin::UserInfo]
 }
 
+/// Claims `user-info` never returns (`includeClaims`).
+const HIDDEN_CLAIMS: &[&str] = &["jti", "azp"];
+
 impl Builtin {
+    /// Who may see and call the tool.
+    pub fn access(self) -> Access {
+        match self {
+            Builtin::HealthCheck => Access::UserOrAdmin,
+            Builtin::UserInfo => Access::AnyAuthenticated,
+        }
+    }
+
     pub fn spec(self) -> ToolSpec {
         match self {
             Builtin::HealthCheck => ToolSpec {
@@ -44,15 +57,92 @@ impl Builtin {
                     ..ToolAnnotations::default()
                 }),
             },
+            Builtin::UserInfo => ToolSpec {
+                name: "user-info".into(),
+                description: "Who you are to this server: user id, username, role, scopes and the \
+                              legacy (database) username."
+                    .into(),
+                input_schema: json!({
+                    "type": "object",
+                    "properties": {
+                        "includeClaims": {
+                            "type": "boolean",
+                            "default": false,
+                            "description": "Also return the token's claims (without jti and azp)."
+                        }
+                    }
+                }),
+                output_schema: Some(json!({
+                    "type": "object",
+                    "properties": {
+                        "userId": {"type": ["string", "null"]},
+                        "username": {"type": ["string", "null"]},
+                        "role": {"type": ["string", "null"]},
+                        "customRoles": {"type": "array", "items": {"type": "string"}},
+                        "scopes": {"type": "array", "items": {"type": "string"}},
+                        "legacyUsername": {"type": ["string", "null"]},
+                        "claims": {"type": "object"}
+                    },
+                    "required": ["userId", "role", "customRoles", "scopes"]
+                })),
+                annotations: Some(ToolAnnotations {
+                    read_only_hint: Some(true),
+                    ..ToolAnnotations::default()
+                }),
+            },
         }
     }
 
     /// Runs the tool. Blocking (module health probes do I/O).
-    pub fn call(self, registry: &Registry, args: &Value) -> Result<Value, ToolError> {
+    pub fn call(
+        self,
+        registry: &Registry,
+        principal: Option<&Principal>,
+        args: &Value,
+    ) -> Result<Value, ToolError> {
         match self {
             Builtin::HealthCheck => health_check(registry, args),
+            Builtin::UserInfo => user_info(principal, args),
         }
     }
+}
+
+fn user_info(principal: Option<&Principal>, args: &Value) -> Result<Value, ToolError> {
+    let include_claims = match args.get("includeClaims") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(flag)) => *flag,
+        Some(_) => {
+            return Err(ToolError::new(
+                codes::INVALID_ARGUMENTS,
+                "'includeClaims' must be a boolean",
+            ))
+        }
+    };
+    let Some(principal) = principal else {
+        // auth.mode "none": nobody is authenticated.
+        return Ok(json!({
+            "userId": null, "username": null, "role": null, "customRoles": [],
+            "scopes": [], "legacyUsername": null, "authenticated": false
+        }));
+    };
+    let mut info = json!({
+        "userId": principal.user_id,
+        "username": principal.username,
+        "role": principal.role,
+        "customRoles": principal.custom_roles,
+        "scopes": principal.scopes,
+        "legacyUsername": principal.legacy_username,
+    });
+    if include_claims {
+        let claims: Map<String, Value> = principal
+            .claims
+            .iter()
+            .filter(|(name, _)| !HIDDEN_CLAIMS.contains(&name.as_str()))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        info["claims"] = Value::Object(claims);
+    }
+    Ok(info)
 }
 
 fn health_check(registry: &Registry, args: &Value) -> Result<Value, ToolError> {

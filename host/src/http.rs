@@ -18,6 +18,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::auth::resource::ResourceIdentity;
+use crate::auth::{AuthFailure, Authenticator, TokenRejection};
 use crate::mcp::McpService;
 use crate::registry::Registry;
 
@@ -28,6 +30,9 @@ pub struct HttpApp {
     pub mcp: McpService,
     pub registry: Arc<Registry>,
     pub max_request_bytes: usize,
+    /// `None` when `auth.mode` is `"none"`.
+    pub authenticator: Option<Arc<Authenticator>>,
+    pub resource: ResourceIdentity,
 }
 
 fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
@@ -43,20 +48,93 @@ fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
 async fn route(app: Arc<HttpApp>, request: Request<Incoming>) -> Result<HttpResponse, Infallible> {
     let path = request.uri().path();
     let response = match (request.method(), path) {
-        (&Method::POST, "/mcp") => post_mcp(&app, request).await,
-        (_, "/mcp") => app.mcp.handle(request).await,
+        (_, "/mcp") => match authenticate(&app, request).await {
+            Ok(request) if request.method() == Method::POST => post_mcp(&app, request).await,
+            Ok(request) => app.mcp.handle(request).await,
+            Err(response) => response,
+        },
+        (
+            &Method::GET,
+            "/.well-known/oauth-protected-resource" | "/.well-known/oauth-protected-resource/mcp",
+        ) => match &app.authenticator {
+            Some(authenticator) => json_response(
+                StatusCode::OK,
+                &app.resource.metadata(&authenticator.requestor_issuers()),
+            ),
+            None => not_found(),
+        },
         (&Method::GET, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (&Method::GET, "/ready") => ready(&app.registry),
         (_, "/health" | "/ready") => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "METHOD_NOT_ALLOWED", "message": "use GET"}),
         ),
-        _ => json_response(
-            StatusCode::NOT_FOUND,
-            &json!({"error": "NOT_FOUND", "message": "no such endpoint; MCP is served at /mcp"}),
-        ),
+        _ => not_found(),
     };
     Ok(response)
+}
+
+fn not_found() -> HttpResponse {
+    json_response(
+        StatusCode::NOT_FOUND,
+        &json!({"error": "NOT_FOUND", "message": "no such endpoint; MCP is served at /mcp"}),
+    )
+}
+
+/// The bearer token of a request: exactly one `Authorization: Bearer …`
+/// header (never a query parameter).
+fn bearer_token(headers: &http::HeaderMap) -> Result<&str, AuthFailure> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(AuthFailure::Missing);
+    };
+    if values.next().is_some() {
+        return Err(AuthFailure::Invalid(TokenRejection::Malformed));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| AuthFailure::Invalid(TokenRejection::Malformed))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(AuthFailure::Invalid(TokenRejection::Malformed)),
+    }
+}
+
+/// Attaches the caller's credentials to the request, or answers 401/403
+/// with a challenge pointing to the protected-resource metadata.
+async fn authenticate(
+    app: &HttpApp,
+    mut request: Request<Incoming>,
+) -> Result<Request<Incoming>, HttpResponse> {
+    let Some(authenticator) = &app.authenticator else {
+        return Ok(request);
+    };
+    let outcome = match bearer_token(request.headers()) {
+        Ok(token) => authenticator.authenticate(token).await,
+        Err(failure) => Err(failure),
+    };
+    match outcome {
+        Ok(credentials) => {
+            request.extensions_mut().insert(credentials);
+            Ok(request)
+        }
+        Err(failure) => {
+            tracing::info!(status = failure.status(), reason = %failure.body()["error_description"], "request refused");
+            let status = StatusCode::from_u16(failure.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            let mut response = json_response(status, &failure.body());
+            if let Ok(challenge) = header::HeaderValue::from_str(&app.resource.challenge(&failure))
+            {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            Err(response)
+        }
+    }
 }
 
 /// JSON-RPC error response outside rmcp (the request never reached it).

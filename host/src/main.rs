@@ -2,6 +2,7 @@
 //! own database role, through delegation-module plugins. See
 //! docs/ARCHITECTURE.md for the code map.
 
+mod auth;
 mod builtin;
 mod check_config;
 mod cli;

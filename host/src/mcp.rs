@@ -3,6 +3,7 @@
 //! Streamable HTTP (any replica can answer any request), for protocol
 //! 2026-07-28 (`server/discover`) and the legacy `initialize` flow alike.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +20,8 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{json, Value};
 
+use crate::auth::exchange::TokenExchanger;
+use crate::auth::{Credentials, Principal};
 use crate::registry::{Registry, Route};
 
 /// HTTP-level settings of the MCP endpoint.
@@ -37,6 +40,13 @@ struct McpState {
     page_size: usize,
     server_name: String,
     next_request: AtomicU64,
+    delegation: Delegation,
+}
+
+/// How module calls get their database identities.
+pub struct Delegation {
+    /// Per module name, when the module has `tokenExchange`.
+    pub exchangers: HashMap<String, Arc<TokenExchanger>>,
 }
 
 #[derive(Clone)]
@@ -49,6 +59,7 @@ pub fn service(
     server_name: String,
     page_size: usize,
     settings: EndpointSettings,
+    delegation: Delegation,
 ) -> Result<McpService, String> {
     let listed = registry
         .tools()
@@ -61,6 +72,7 @@ pub fn service(
         page_size,
         server_name,
         next_request: AtomicU64::new(1),
+        delegation,
     }));
     let mut config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
@@ -117,12 +129,81 @@ fn error_result(error: &ToolError) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(error.to_json())])
 }
 
+/// The caller's credentials, attached by the HTTP layer (none when
+/// authentication is off).
+fn credentials_of(context: &RequestContext<RoleServer>) -> Option<Credentials> {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Credentials>())
+        .cloned()
+}
+
 impl McpState {
+    /// The call context for a module tool: who calls, and as which database
+    /// identity. Errors are tool errors; nothing has run yet.
+    async fn module_context(
+        &self,
+        module: &str,
+        credentials: Option<&Credentials>,
+        request_id: String,
+    ) -> Result<CallContext, ToolError> {
+        let Some(credentials) = credentials else {
+            return Ok(CallContext {
+                request_id,
+                ..CallContext::default()
+            });
+        };
+        let principal = &credentials.principal;
+        if let Some(entry) = self.registry.entries.get(module) {
+            let missing: Vec<&String> = entry
+                .required_scopes
+                .iter()
+                .filter(|scope| !principal.scopes.contains(scope))
+                .collect();
+            if !missing.is_empty() {
+                return Err(ToolError::new(
+                    codes::INSUFFICIENT_SCOPE,
+                    format!(
+                        "module '{module}' requires the scope(s): {}",
+                        join(&missing)
+                    ),
+                )
+                .with("requiredScopes", json!(missing)));
+            }
+        }
+        let (identity, roles) = match self.delegation.exchangers.get(module) {
+            Some(exchanger) => {
+                let delegated = exchanger.delegate(credentials).await?;
+                (delegated.identity.clone(), delegated.roles.clone())
+            }
+            None => {
+                let identity = principal.legacy_username.clone().ok_or_else(|| {
+                    ToolError::new(
+                        codes::DELEGATED_IDENTITY_MISSING,
+                        format!(
+                            "the token has no '{}' claim, so there is no database identity to run as",
+                            principal.legacy_username_claim
+                        ),
+                    )
+                    .with("claim", principal.legacy_username_claim.clone())
+                })?;
+                (identity, principal.delegated_roles.clone())
+            }
+        };
+        Ok(CallContext {
+            delegated_identity: Some(identity),
+            delegated_roles: roles,
+            ..principal_context(principal, request_id)
+        })
+    }
+
     /// Runs one tool call to completion. Blocking: plugin code runs here.
     fn dispatch(
         &self,
         name: &str,
         context: &CallContext,
+        principal: Option<&Principal>,
         args: &Value,
     ) -> Result<Value, ToolError> {
         let Some(tool) = self.registry.tool(name) else {
@@ -133,8 +214,29 @@ impl McpState {
         };
         match &tool.route {
             Route::Module { module, tool } => module.call(tool, context, args),
-            Route::Builtin(builtin) => builtin.call(&self.registry, args),
+            Route::Builtin(builtin) => builtin.call(&self.registry, principal, args),
         }
+    }
+}
+
+fn join(items: &[&String]) -> String {
+    items
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn principal_context(principal: &Principal, request_id: String) -> CallContext {
+    CallContext {
+        request_id,
+        user_id: Some(principal.user_id.clone()),
+        username: principal.username.clone(),
+        role: Some(principal.role.clone()),
+        custom_roles: principal.custom_roles.clone(),
+        scopes: principal.scopes.clone(),
+        delegated_identity: None,
+        delegated_roles: Vec::new(),
     }
 }
 
@@ -153,9 +255,20 @@ impl ServerHandler for McpHandler {
     async fn list_tools(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let listed = &self.0.listed;
+        let credentials = credentials_of(&context);
+        let principal = credentials.as_ref().map(|c| c.principal.as_ref());
+        // Each user sees only the tools they may call.
+        let listed: Vec<&Tool> = self
+            .0
+            .registry
+            .tools()
+            .iter()
+            .zip(&self.0.listed)
+            .filter(|(tool, _)| tool.access.allows(principal))
+            .map(|(_, listed)| listed)
+            .collect();
         let start = match request.and_then(|params| params.cursor) {
             None => 0,
             Some(cursor) => decode_cursor(&cursor)
@@ -163,7 +276,9 @@ impl ServerHandler for McpHandler {
                 .ok_or_else(|| McpError::invalid_params("invalid pagination cursor", None))?,
         };
         let end = (start + self.0.page_size).min(listed.len());
-        let mut result = ListToolsResult::with_all_items(listed[start..end].to_vec());
+        let mut result = ListToolsResult::with_all_items(
+            listed[start..end].iter().map(|t| (*t).clone()).collect(),
+        );
         if end < listed.len() {
             result.next_cursor = Some(encode_cursor(end));
         }
@@ -173,54 +288,95 @@ impl ServerHandler for McpHandler {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let name = request.name.to_string();
-        if self.0.registry.tool(&name).is_none() {
-            // Unknown and disabled tools look the same: a protocol error.
+        let credentials = credentials_of(&context);
+        let principal = credentials.as_ref().map(|c| c.principal.clone());
+        let Some(tool) = self
+            .0
+            .registry
+            .tool(&name)
+            .filter(|tool| tool.access.allows(principal.as_deref()))
+        else {
+            // Unknown, disabled and hidden tools look the same: a protocol error.
             return Err(McpError::invalid_params(
                 format!("Unknown tool: {name}"),
                 None,
             ));
-        }
+        };
         let args = Value::Object(request.arguments.unwrap_or_default());
         let request_id = format!(
             "req-{}",
             self.0.next_request.fetch_add(1, Ordering::Relaxed)
         );
-        let context = CallContext {
-            request_id: request_id.clone(),
-            ..CallContext::default()
-        };
         let started = Instant::now();
+        let call_context = match &tool.route {
+            Route::Module { module, .. } => {
+                self.0
+                    .module_context(&module.name, credentials.as_ref(), request_id.clone())
+                    .await
+            }
+            Route::Builtin(_) => Ok(match &principal {
+                Some(principal) => principal_context(principal, request_id.clone()),
+                None => CallContext {
+                    request_id: request_id.clone(),
+                    ..CallContext::default()
+                },
+            }),
+        };
+        let result = match call_context {
+            Ok(call_context) => {
+                self.run_blocking(name.clone(), call_context, principal, args)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let user = credentials
+            .as_ref()
+            .map_or("-", |c| c.principal.user_id.as_str());
+        let idp = credentials
+            .as_ref()
+            .map_or("-", |c| c.principal.idp.as_str());
+        Ok(match result {
+            Ok(value) => {
+                tracing::info!(tool = %name, %request_id, user, idp, elapsed_ms, "tool call ok");
+                CallToolResult::structured(value)
+            }
+            Err(error) => {
+                tracing::info!(tool = %name, %request_id, user, idp, elapsed_ms, code = %error.error, "tool call failed");
+                error_result(&error)
+            }
+        }
+        .into())
+    }
+}
+
+impl McpHandler {
+    /// Plugins are synchronous and may block on I/O: keep them off the
+    /// runtime's worker threads.
+    async fn run_blocking(
+        &self,
+        name: String,
+        context: CallContext,
+        principal: Option<Arc<Principal>>,
+        args: Value,
+    ) -> Result<Value, ToolError> {
         let state = self.0.clone();
-        let tool = name.clone();
-        // Plugins are synchronous and may block on I/O: keep them off the
-        // runtime's worker threads.
-        let outcome =
-            tokio::task::spawn_blocking(move || state.dispatch(&tool, &context, &args)).await;
-        let result = match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(error),
+        let outcome = tokio::task::spawn_blocking(move || {
+            state.dispatch(&name, &context, principal.as_deref(), &args)
+        })
+        .await;
+        match outcome {
+            Ok(result) => result,
             Err(join_error) => Err(ToolError::new(
                 codes::PLUGIN_PANIC,
                 format!(
                     "the tool call failed unexpectedly ({join_error}); the server keeps running"
                 ),
             )),
-        };
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        Ok(match result {
-            Ok(value) => {
-                tracing::info!(tool = %name, %request_id, elapsed_ms, "tool call ok");
-                CallToolResult::structured(value)
-            }
-            Err(error) => {
-                tracing::info!(tool = %name, %request_id, elapsed_ms, code = %error.error, "tool call failed");
-                error_result(&error)
-            }
         }
-        .into())
     }
 }
 

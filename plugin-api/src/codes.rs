@@ -21,6 +21,15 @@ pub const POOL_EXHAUSTED: &str = "POOL_EXHAUSTED";
 /// The module is unknown or failed to start.
 pub const MODULE_UNAVAILABLE: &str = "MODULE_UNAVAILABLE";
 
+/// The token lacks a scope the module requires.
+pub const INSUFFICIENT_SCOPE: &str = "INSUFFICIENT_SCOPE";
+/// RFC 8693 token exchange with the identity provider failed.
+pub const TOKEN_EXCHANGE_FAILED: &str = "TOKEN_EXCHANGE_FAILED";
+/// The token returned by token exchange did not verify.
+pub const EXCHANGED_TOKEN_INVALID: &str = "EXCHANGED_TOKEN_INVALID";
+/// No database identity for the caller (missing claim); nothing ran.
+pub const DELEGATED_IDENTITY_MISSING: &str = "DELEGATED_IDENTITY_MISSING";
+
 /// Every code above, for docs and tests.
 pub const ALL: &[&str] = &[
     INVALID_ARGUMENTS,
@@ -32,4 +41,8 @@ pub const ALL: &[&str] = &[
     DATABASE_UNAVAILABLE,
     POOL_EXHAUSTED,
     MODULE_UNAVAILABLE,
+    INSUFFICIENT_SCOPE,
+    TOKEN_EXCHANGE_FAILED,
+    EXCHANGED_TOKEN_INVALID,
+    DELEGATED_IDENTITY_MISSING,
 ];

@@ -18,6 +18,8 @@ pub struct Host {
     _config: tempfile::NamedTempFile,
     client: reqwest::blocking::Client,
     next_id: u64,
+    /// Sent as `Authorization: Bearer …` on MCP requests when set.
+    pub bearer: Option<String>,
 }
 
 /// Writes `config` to a temp file.
@@ -50,8 +52,14 @@ impl Host {
         Self::start_with(config, plugin_dir, &[])
     }
 
+    /// Tests that are not about authentication run with `auth.mode: "none"`
+    /// unless their config says otherwise.
     pub fn start_with(config: &Value, plugin_dir: &Path, extra_args: &[&str]) -> Self {
-        let config_file = config_file(config);
+        let mut config = config.clone();
+        if config.get("auth").is_none() {
+            config["auth"] = json!({"mode": "none"});
+        }
+        let config_file = config_file(&config);
         let mut child = Command::new(paths::host_binary())
             .arg("--config")
             .arg(config_file.path())
@@ -104,6 +112,7 @@ impl Host {
                 .build()
                 .expect("http client"),
             next_id: 1,
+            bearer: None,
         }
     }
 
@@ -133,17 +142,35 @@ impl Host {
 
     /// POSTs a raw body to /mcp (legacy protocol headers): (status, body).
     pub fn post_raw(&self, body: impl Into<reqwest::blocking::Body>) -> (u16, String) {
-        let response = self
+        let (status, _, body) = self.post_with_token(self.bearer.as_deref(), body);
+        (status, body)
+    }
+
+    /// POSTs with a given bearer token (or none): (status, WWW-Authenticate, body).
+    pub fn post_with_token(
+        &self,
+        token: Option<&str>,
+        body: impl Into<reqwest::blocking::Body>,
+    ) -> (u16, String, String) {
+        let mut request = self
             .client
             .post(self.mcp_url())
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .header("mcp-protocol-version", "2025-06-18")
-            .body(body)
-            .send()
-            .expect("POST /mcp");
+            .body(body);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = request.send().expect("POST /mcp");
         let status = response.status().as_u16();
-        (status, response.text().unwrap_or_default())
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, challenge, response.text().unwrap_or_default())
     }
 
     /// One JSON-RPC request; returns the whole response object.

@@ -4,5 +4,6 @@
 //! Nothing here mocks the host or the database.
 
 pub mod host;
+pub mod idp;
 pub mod paths;
 pub mod pg;

@@ -10,6 +10,7 @@ fn check_config_reports_every_error_with_its_path_and_never_a_secret() {
     let secrets = tempfile::tempdir().unwrap();
     std::fs::write(secrets.path().join("PG1_PASSWORD"), "hunter2-very-secret\n").unwrap();
     let config = json!({
+        "auth": {"mode": "none"},
         "mcp": {"port": "eighty", "colour": "blue"},
         "delegation": {"modules": {
             "postgresql1": {"database": "d", "user": "u",
@@ -46,7 +47,7 @@ fn check_config_reports_every_error_with_its_path_and_never_a_secret() {
 #[test]
 fn check_config_validates_module_entries_through_the_plugin() {
     let plugins = plugin_dir(&[plugin_library("mcp_delegate_postgresql")]);
-    let config = json!({"delegation": {"modules": {
+    let config = json!({"auth": {"mode": "none"}, "delegation": {"modules": {
         "postgresql1": {"database": "d", "user": "u", "pool": {"max": "ten"}},
         "postgresql2": {"database": "d", "user": "u", "frobnicate": 1}
     }}});
@@ -68,7 +69,7 @@ fn check_config_validates_module_entries_through_the_plugin() {
         "{stdout}"
     );
 
-    let good = json!({"delegation": {"modules": {"postgresql1": {"database": "d", "user": "u"}}}});
+    let good = json!({"auth": {"mode": "none"}, "delegation": {"modules": {"postgresql1": {"database": "d", "user": "u"}}}});
     let file = host::config_file(&good);
     let (code, stdout, _) = host::run_to_exit(&[
         "check-config",
@@ -77,7 +78,7 @@ fn check_config_validates_module_entries_through_the_plugin() {
         plugins.path().to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stdout}");
-    assert!(stdout.contains("ok: 1 module(s), 4 tool(s)"), "{stdout}");
+    assert!(stdout.contains("ok: 1 module(s), 5 tool(s)"), "{stdout}");
 }
 
 #[test]

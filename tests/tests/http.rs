@@ -82,7 +82,13 @@ fn tools_list_is_sorted_and_paginated() {
     let all = host.tool_names();
     assert_eq!(
         all,
-        ["echo1-echo", "echo2-echo", "echo3-echo", "health-check"]
+        [
+            "echo1-echo",
+            "echo2-echo",
+            "echo3-echo",
+            "health-check",
+            "user-info"
+        ]
     );
     let response = host.rpc("tools/list", json!({"cursor": "garbage"}));
     assert_eq!(response["error"]["code"], -32602);

@@ -42,7 +42,10 @@ fn official_python_client_completes_both_protocol_flows() {
     for (mode, version) in [("legacy", "2025-11-25"), ("auto", "2026-07-28")] {
         let seen = run_client(&host.mcp_url(), mode);
         assert_eq!(seen["protocolVersion"], version, "{seen}");
-        assert_eq!(seen["tools"], json!(["echo-echo", "health-check"]));
+        assert_eq!(
+            seen["tools"],
+            json!(["echo-echo", "health-check", "user-info"])
+        );
         assert_eq!(seen["okIsError"], false);
         assert_eq!(seen["structured"]["message"], "hello from python");
         assert_eq!(seen["failedIsError"], true);

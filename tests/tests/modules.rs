@@ -69,7 +69,8 @@ fn seed_dual_config_gives_each_module_its_own_pool_and_prefixed_tools() {
             "sql1-table-details",
             "sql2-delegate",
             "sql2-schema",
-            "sql2-table-details"
+            "sql2-table-details",
+            "user-info"
         ]
     );
     // The seed's startup log lines.
@@ -171,7 +172,7 @@ fn duplicate_tool_names_fail_startup_naming_both_entries() {
     let plugins = plugin_dir(&[postgres_plugin()]);
     let mut clash = offline_pg_entry();
     clash["toolPrefix"] = json!("sql1");
-    let config = json!({"delegation": {"modules": {
+    let config = json!({"auth": {"mode": "none"}, "delegation": {"modules": {
         "postgresql1": offline_pg_entry(), "postgresql7": clash
     }}});
     let file = host::config_file(&config);
@@ -219,7 +220,8 @@ fn plugin_built_against_a_changed_interface_is_refused_and_the_rest_serves() {
             "health-check",
             "sql1-delegate",
             "sql1-schema",
-            "sql1-table-details"
+            "sql1-table-details",
+            "user-info"
         ]
     );
     let (status, ready) = host.get("/ready");

@@ -9,6 +9,7 @@ use mcp_delegate_plugin_api::ConfigIssue;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use super::auth::AuthMode;
 use super::model::{Config, ModuleEntry};
 use super::secrets::{join, SecretSource};
 
@@ -95,10 +96,10 @@ pub fn load_file(path: &Path, secrets: &SecretSource) -> (Option<Config>, Diagno
             diagnostics.warning(&join("", key), "unknown key (ignored)");
         }
     }
-    let mut config = Config {
-        auth: sections.remove("auth"),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    if let Some(auth) = parse_section(&mut sections, "auth", &mut diagnostics) {
+        config.auth = auth;
+    }
     if let Some(delegation) = parse_section(&mut sections, "delegation", &mut diagnostics) {
         config.delegation = delegation;
     }
@@ -156,7 +157,46 @@ pub(crate) fn parse_module_entry(
     parse_at(Value::Object(host_keys), &path, false, diagnostics)
 }
 
+/// Signature algorithms a token may use: asymmetric only. `none` and HMAC
+/// (which would let anyone holding the public key forge tokens) never.
+pub const ASYMMETRIC_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+fn check_auth(config: &Config, diagnostics: &mut Diagnostics) {
+    let auth = &config.auth;
+    if auth.mode == AuthMode::Oauth && auth.trusted_idps.is_empty() {
+        diagnostics.error(
+            "auth.trustedIDPs",
+            "at least one trusted IdP is needed (or set auth.mode to \"none\" for local experiments)",
+        );
+    }
+    for (index, idp) in auth.trusted_idps.iter().enumerate() {
+        for (position, algorithm) in idp.algorithms.iter().enumerate() {
+            if !ASYMMETRIC_ALGORITHMS.contains(&algorithm.as_str()) {
+                diagnostics.error(
+                    &format!("auth.trustedIDPs[{index}].algorithms[{position}]"),
+                    format!(
+                        "'{algorithm}' is not allowed: use one of {}",
+                        ASYMMETRIC_ALGORITHMS.join(", ")
+                    ),
+                );
+            }
+        }
+        if auth.trusted_idps[..index]
+            .iter()
+            .any(|other| other.name == idp.name)
+        {
+            diagnostics.error(
+                &format!("auth.trustedIDPs[{index}].name"),
+                "duplicate IdP name",
+            );
+        }
+    }
+}
+
 fn check_values(config: &Config, diagnostics: &mut Diagnostics) {
+    check_auth(config, diagnostics);
     if config.mcp.max_request_bytes == 0 {
         diagnostics.error("mcp.maxRequestBytes", "must be greater than 0");
     }
@@ -184,7 +224,7 @@ mod tests {
     #[test]
     fn reports_type_errors_in_several_sections_with_paths_and_unknown_keys_as_warnings() {
         let (_, diagnostics) = load_str(
-            r#"{"mcp": {"port": "eighty", "colour": 1},
+            r#"{"auth": {"mode": "none"}, "mcp": {"port": "eighty", "colour": 1},
                 "plugins": {"directory": 7},
                 "extra": true}"#,
         );

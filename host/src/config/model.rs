@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::auth::{AuthConfig, TokenExchangeConfig};
+
 /// Default bound on an HTTP request body (`mcp.maxRequestBytes`).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// Default page size of `tools/list` (`mcp.toolsPageSize`).
@@ -15,10 +17,8 @@ pub const DEFAULT_TOOLS_PAGE_SIZE: usize = 100;
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Config {
-    /// OAuth settings (trusted IdPs, role mappings). Kept as JSON here: the
-    /// resource-server layer that interprets them is not built yet.
     #[serde(default)]
-    pub auth: Option<Value>,
+    pub auth: AuthConfig,
     #[serde(default)]
     pub delegation: DelegationConfig,
     #[serde(default)]
@@ -59,6 +59,23 @@ pub struct McpConfig {
     pub max_request_bytes: usize,
     #[serde(default = "default_tools_page_size")]
     pub tools_page_size: usize,
+    /// Public base URL (`https://db-mcp.example.com`, maybe with a path);
+    /// default `SERVER_URL`, else `http://<bind>:<port>`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    #[serde(default)]
+    pub oauth: McpOAuthConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct McpOAuthConfig {
+    /// Advertised in `scopes_supported` and `WWW-Authenticate`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Every token must hold these to use `/mcp` at all.
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
 }
 
 impl Default for McpConfig {
@@ -71,6 +88,8 @@ impl Default for McpConfig {
             allowed_hosts: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             tools_page_size: DEFAULT_TOOLS_PAGE_SIZE,
+            public_url: None,
+            oauth: McpOAuthConfig::default(),
         }
     }
 }
@@ -112,7 +131,7 @@ pub struct ModuleEntry {
     /// RFC 8693 settings; used by the host only, never passed to the plugin
     /// (it holds the client secret).
     #[serde(default)]
-    pub token_exchange: Option<Value>,
+    pub token_exchange: Option<TokenExchangeConfig>,
 }
 
 impl ModuleEntry {

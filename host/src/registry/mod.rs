@@ -24,10 +24,28 @@ pub enum Route {
     Builtin(Builtin),
 }
 
+/// Who may see and call a tool (the seed's rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    AnyAuthenticated,
+    UserOrAdmin,
+}
+
+impl Access {
+    /// `None` principal: authentication is off (`auth.mode: "none"`).
+    pub fn allows(self, principal: Option<&crate::auth::Principal>) -> bool {
+        match (self, principal) {
+            (_, None) | (Access::AnyAuthenticated, Some(_)) => true,
+            (Access::UserOrAdmin, Some(principal)) => principal.has_role(&["user", "admin"]),
+        }
+    }
+}
+
 pub struct ExposedTool {
     /// The spec as clients see it: prefixed name, suffixed description.
     pub spec: ToolSpec,
     pub route: Route,
+    pub access: Access,
 }
 
 /// A configured module that is not running, and why.
@@ -41,6 +59,8 @@ pub struct UnavailableModule {
 pub struct Registry {
     pub modules: Vec<Arc<ModuleHandle>>,
     pub unavailable: Vec<UnavailableModule>,
+    /// The host's keys of every module entry that parsed, by entry name.
+    pub entries: BTreeMap<String, ModuleEntry>,
     /// Exposed (enabled) tools, sorted by name.
     tools: Vec<ExposedTool>,
     index: HashMap<String, usize>,
@@ -83,6 +103,7 @@ pub fn build(
         .map(|builtin| ExposedTool {
             spec: builtin.spec(),
             route: Route::Builtin(builtin),
+            access: builtin.access(),
         })
         .collect();
     let mut origin_of_tool: BTreeMap<String, String> = candidates
@@ -96,7 +117,7 @@ pub fn build(
         let Some(entry) = crate::config::parse_module_entry(name, raw_entry, diagnostics) else {
             continue;
         };
-        warn_not_enforced_yet(&path, &entry, diagnostics);
+        check_token_exchange(config, &path, &entry, diagnostics);
         let Some(kind) = naming::resolve_kind(name, entry.kind.as_deref(), plugins.kinds()) else {
             registry.unavailable.push(UnavailableModule {
                 name: name.clone(),
@@ -172,10 +193,12 @@ pub fn build(
                     tool: strip_prefix(&exposed.name, &prefix),
                 },
                 spec: exposed,
+                access: Access::UserOrAdmin,
             });
         }
         tracing::info!("Registered {count} {family} tools for '{name}'");
         registry.modules.push(module);
+        registry.entries.insert(name.clone(), entry);
     }
 
     apply_enabled_tools(config, &mut candidates, diagnostics);
@@ -189,19 +212,32 @@ pub fn build(
     registry
 }
 
-/// Keys this version parses but cannot act on yet: say so rather than
-/// pretend (the OAuth layer that uses them is not built).
-fn warn_not_enforced_yet(path: &str, entry: &ModuleEntry, diagnostics: &mut Diagnostics) {
-    if entry.token_exchange.is_some() {
+fn check_token_exchange(
+    config: &Config,
+    path: &str,
+    entry: &ModuleEntry,
+    diagnostics: &mut Diagnostics,
+) {
+    let Some(exchange) = &entry.token_exchange else {
+        return;
+    };
+    if config.auth.mode == crate::config::AuthMode::None {
         diagnostics.warning(
             &format!("{path}.tokenExchange"),
-            "token exchange is not performed by this version yet",
+            "ignored: auth.mode is \"none\", so there is no user token to exchange",
         );
-    }
-    if !entry.required_scopes.is_empty() {
-        diagnostics.warning(
-            &format!("{path}.requiredScopes"),
-            "scopes are not enforced by this version yet",
+    } else if !config
+        .auth
+        .trusted_idps
+        .iter()
+        .any(|idp| idp.name == exchange.idp_name)
+    {
+        diagnostics.error(
+            &format!("{path}.tokenExchange.idpName"),
+            format!(
+                "'{}' is not the name of an auth.trustedIDPs entry",
+                exchange.idp_name
+            ),
         );
     }
 }

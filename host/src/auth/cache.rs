@@ -1,0 +1,90 @@
+//! A small bounded cache whose entries expire. Used for verified tokens and
+//! exchanged identities; both are keyed by a hash, never by a raw token.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::Instant;
+
+pub struct TtlCache<K, V> {
+    entries: Mutex<HashMap<K, (V, Instant)>>,
+    max_entries: usize,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            max_entries: max_entries.max(1),
+        }
+    }
+
+    pub fn get(&self, key: &K) -> Option<V> {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match entries.get(key) {
+            Some((value, expires)) if *expires > Instant::now() => Some(value.clone()),
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn insert(&self, key: K, value: V, expires: Instant) {
+        let now = Instant::now();
+        if expires <= now {
+            return;
+        }
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if entries.len() >= self.max_entries && !entries.contains_key(&key) {
+            entries.retain(|_, (_, expiry)| *expiry > now);
+            if entries.len() >= self.max_entries {
+                // Still full of live entries: evict the ones closest to
+                // expiry (a tenth, so inserts stay amortised O(1)).
+                let mut by_expiry: Vec<(K, Instant)> =
+                    entries.iter().map(|(k, (_, e))| (k.clone(), *e)).collect();
+                by_expiry.sort_by_key(|(_, expiry)| *expiry);
+                let evict = (self.max_entries / 10).max(1);
+                for (key, _) in by_expiry.into_iter().take(evict) {
+                    entries.remove(&key);
+                }
+            }
+        }
+        entries.insert(key, (value, expires));
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries
+            .lock()
+            .map(|entries| entries.len())
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn expires_and_stays_bounded() {
+        let cache = TtlCache::new(10);
+        let later = Instant::now() + Duration::from_secs(60);
+        for key in 0..25 {
+            cache.insert(key, key * 2, later + Duration::from_secs(key));
+        }
+        assert!(cache.len() <= 10);
+        assert_eq!(cache.get(&24), Some(48));
+        cache.insert(100, 1, Instant::now() + Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(cache.get(&100), None);
+    }
+}

@@ -1,0 +1,134 @@
+//! One IdP's signing keys: fetched over HTTP, cached, refreshed in the
+//! background, and refreshed early (at most once per cool-down) when a token
+//! names a `kid` we do not know, so key rotation needs no restart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::DecodingKey;
+
+/// A verification key and the algorithm family it serves.
+pub struct VerifyKey {
+    pub key: DecodingKey,
+    /// `RSA`, `EC` or `OKP`.
+    pub kty: &'static str,
+}
+
+type KeyMap = HashMap<String, Arc<VerifyKey>>;
+
+pub struct JwksCache {
+    uri: String,
+    http: reqwest::Client,
+    keys: RwLock<Arc<KeyMap>>,
+    cooldown: Duration,
+    last_forced: Mutex<Option<Instant>>,
+    /// One fetch at a time; callers that waited re-check the key map.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl JwksCache {
+    pub fn new(uri: String, http: reqwest::Client, cooldown: Duration) -> Self {
+        Self {
+            uri,
+            http,
+            keys: RwLock::new(Arc::new(HashMap::new())),
+            cooldown,
+            last_forced: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn snapshot(&self) -> Arc<KeyMap> {
+        self.keys
+            .read()
+            .map(|keys| keys.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    fn find(keys: &KeyMap, kid: Option<&str>) -> Option<Arc<VerifyKey>> {
+        match kid {
+            Some(kid) => keys.get(kid).cloned(),
+            // No kid: only unambiguous with a single key.
+            None if keys.len() == 1 => keys.values().next().cloned(),
+            None => None,
+        }
+    }
+
+    /// The key for `kid`, refreshing the set once if it is unknown and the
+    /// cool-down allows.
+    pub async fn key(&self, kid: Option<&str>) -> Option<Arc<VerifyKey>> {
+        if let Some(key) = Self::find(&self.snapshot(), kid) {
+            return Some(key);
+        }
+        let _guard = self.fetching.lock().await;
+        // Someone else may have refreshed while we waited.
+        if let Some(key) = Self::find(&self.snapshot(), kid) {
+            return Some(key);
+        }
+        {
+            let mut last = self.last_forced.lock().unwrap_or_else(|p| p.into_inner());
+            let empty = self.snapshot().is_empty();
+            if !empty && last.is_some_and(|at| at.elapsed() < self.cooldown) {
+                return None;
+            }
+            *last = Some(Instant::now());
+        }
+        if let Err(err) = self.fetch().await {
+            tracing::warn!(jwks_uri = %self.uri, error = %err, "JWKS refresh failed");
+        }
+        Self::find(&self.snapshot(), kid)
+    }
+
+    /// Fetches the key set and replaces the cached one.
+    pub async fn fetch(&self) -> Result<usize, String> {
+        let response = self
+            .http
+            .get(&self.uri)
+            .send()
+            .await
+            .map_err(|err| format!("request failed: {err}"))?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        let set: JwkSet = response
+            .json()
+            .await
+            .map_err(|err| format!("not a JWK set: {err}"))?;
+        let mut keys = KeyMap::new();
+        for jwk in &set.keys {
+            let kty = match jwk.algorithm {
+                AlgorithmParameters::RSA(_) => "RSA",
+                AlgorithmParameters::EllipticCurve(_) => "EC",
+                AlgorithmParameters::OctetKeyPair(_) => "OKP",
+                // Symmetric keys (and kinds we do not know) never verify
+                // anything here.
+                _ => continue,
+            };
+            match DecodingKey::from_jwk(jwk) {
+                Ok(key) => {
+                    let kid = jwk.common.key_id.clone().unwrap_or_default();
+                    keys.insert(kid, Arc::new(VerifyKey { key, kty }));
+                }
+                Err(err) => {
+                    tracing::warn!(jwks_uri = %self.uri, error = %err, "unusable JWK skipped")
+                }
+            }
+        }
+        let count = keys.len();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        tracing::debug!(jwks_uri = %self.uri, keys = count, "JWKS refreshed");
+        Ok(count)
+    }
+
+    /// Refreshes now and then every `interval`, forever (a background task).
+    pub async fn refresh_periodically(self: Arc<Self>, interval: Duration) {
+        loop {
+            if let Err(err) = self.fetch().await {
+                tracing::warn!(jwks_uri = %self.uri, error = %err, "JWKS refresh failed");
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+}
