@@ -2,18 +2,30 @@
 
 Usage: python_client.py URL MODE TOOL
 MODE is 'legacy' (initialize handshake) or 'auto' (server/discover, 2026-07-28).
+A bearer token, if any, comes from the environment variable MCP_BEARER_TOKEN.
 Prints one JSON object with what the client saw; exits non-zero on failure.
 """
 
 import asyncio
 import json
+import os
 import sys
 
+import httpx2
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+
+def connect(url: str, mode: str) -> Client:
+    token = os.environ.get("MCP_BEARER_TOKEN")
+    if not token:
+        return Client(url, mode=mode)
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return Client(streamable_http_client(url, http_client=http), mode=mode)
 
 
 async def main(url: str, mode: str, tool: str) -> None:
-    async with Client(url, mode=mode) as client:
+    async with connect(url, mode) as client:
         tools = await client.list_tools()
         ok = await client.call_tool(tool, {"message": "hello from python"})
         failed = await client.call_tool(tool, {"message": "boom", "panic": True})

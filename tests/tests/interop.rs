@@ -5,6 +5,7 @@
 use std::process::Command;
 
 use mcp_delegate_tests::host::Host;
+use mcp_delegate_tests::idp::TestIdp;
 use mcp_delegate_tests::paths::{plugin_dir, plugin_library, workspace_root};
 use serde_json::{json, Value};
 
@@ -18,12 +19,15 @@ fn python() -> std::path::PathBuf {
     path
 }
 
-fn run_client(url: &str, mode: &str) -> Value {
-    let out = Command::new(python())
+fn run_client(url: &str, mode: &str, bearer: Option<&str>) -> Value {
+    let mut command = Command::new(python());
+    command
         .arg(workspace_root().join("tests/interop/python_client.py"))
-        .args([url, mode, "echo-echo"])
-        .output()
-        .expect("run python client");
+        .args([url, mode, "echo-echo"]);
+    if let Some(token) = bearer {
+        command.env("MCP_BEARER_TOKEN", token);
+    }
+    let out = command.output().expect("run python client");
     assert!(
         out.status.success(),
         "python client failed ({mode}): {}",
@@ -40,7 +44,7 @@ fn official_python_client_completes_both_protocol_flows() {
         plugins.path(),
     );
     for (mode, version) in [("legacy", "2025-11-25"), ("auto", "2026-07-28")] {
-        let seen = run_client(&host.mcp_url(), mode);
+        let seen = run_client(&host.mcp_url(), mode, None);
         assert_eq!(seen["protocolVersion"], version, "{seen}");
         assert_eq!(
             seen["tools"],
@@ -52,4 +56,37 @@ fn official_python_client_completes_both_protocol_flows() {
         let error: Value = serde_json::from_str(seen["failedText"].as_str().unwrap()).unwrap();
         assert_eq!(error["error"], "PLUGIN_PANIC");
     }
+}
+
+#[test]
+fn official_python_client_completes_the_flow_with_a_bearer_token() {
+    let idp = TestIdp::start();
+    let plugins = plugin_dir(&[plugin_library("mcp_delegate_echo")]);
+    let config = json!({
+        "auth": {"trustedIDPs": [{"name": "requestor-jwt", "issuer": idp.issuer,
+            "audience": "mcp-oauth", "jwksUri": idp.jwks_uri()}]},
+        "delegation": {"modules": {"echo": {}}}
+    });
+    let host = Host::start(&config, plugins.path());
+    let token = idp.mint(
+        "alice",
+        "mcp-oauth",
+        json!({"roles": ["user"], "legacy_name": "alice_db"}),
+    );
+    for mode in ["legacy", "auto"] {
+        let seen = run_client(&host.mcp_url(), mode, Some(&token));
+        assert_eq!(seen["okIsError"], false, "{seen}");
+        assert_eq!(seen["structured"]["context"]["userId"], "alice");
+        assert_eq!(
+            seen["structured"]["context"]["delegatedIdentity"],
+            "alice_db"
+        );
+    }
+    // And without the token the same client is turned away.
+    let out = Command::new(python())
+        .arg(workspace_root().join("tests/interop/python_client.py"))
+        .args([host.mcp_url().as_str(), "legacy", "echo-echo"])
+        .output()
+        .expect("run python client");
+    assert!(!out.status.success());
 }

@@ -1,0 +1,343 @@
+//! The OAuth resource server against a real IdP on loopback: requestor
+//! tokens, refusals, role-based tool visibility, protected-resource metadata.
+
+use jsonwebtoken::Algorithm;
+use mcp_delegate_tests::host::Host;
+use mcp_delegate_tests::idp::{hs256_with_public_key, now, unsigned_token, SigningKey, TestIdp};
+use mcp_delegate_tests::paths::{plugin_dir, plugin_library};
+use serde_json::{json, Value};
+
+const AUDIENCE: &str = "mcp-oauth";
+const CLIENT: &str = "mcp-inspector";
+
+fn requestor_idp(idp: &TestIdp) -> Value {
+    json!({
+        "name": "requestor-jwt",
+        "issuer": idp.issuer,
+        "audience": AUDIENCE,
+        "jwksUri": idp.jwks_uri(),
+        "algorithms": ["RS256", "ES256"],
+        "allowedClients": [CLIENT],
+        "claimMappings": {"legacyUsername": "legacy_name", "roles": "realm_access.roles", "scopes": "scope"},
+        "roleMappings": {
+            "admin": ["mcp-admin"], "user": ["mcp-user"], "guest": ["mcp-guest"],
+            "analyst": ["data-analyst"], "rejectUnmappedRoles": true
+        },
+        "security": {"clockTolerance": 5, "maxTokenAge": 7200, "jwksRefreshCooldownSeconds": 1}
+    })
+}
+
+fn start(idp: &TestIdp, mcp: Value) -> (Host, tempfile::TempDir) {
+    let plugins = plugin_dir(&[plugin_library("mcp_delegate_echo")]);
+    let config = json!({
+        "auth": {"trustedIDPs": [requestor_idp(idp)]},
+        "delegation": {"modules": {"echo1": {}}},
+        "mcp": mcp
+    });
+    (Host::start(&config, plugins.path()), plugins)
+}
+
+/// A user token: roles under `realm_access.roles`, the allowed `azp`.
+fn user_token(idp: &TestIdp, sub: &str, roles: &[&str], extra: Value) -> String {
+    let mut claims = json!({"realm_access": {"roles": roles}, "azp": CLIENT,
+                            "legacy_name": format!("{sub}_db"), "scope": "openid mcp:tools"});
+    if let (Some(claims), Value::Object(extra)) = (claims.as_object_mut(), extra) {
+        claims.extend(extra);
+    }
+    idp.mint(sub, AUDIENCE, claims)
+}
+
+const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+
+#[test]
+fn rs256_and_es256_tokens_are_accepted_and_a_rotated_key_is_picked_up() {
+    let idp = TestIdp::start();
+    let (mut host, _plugins) = start(&idp, json!({}));
+    host.bearer = Some(user_token(
+        &idp,
+        "alice",
+        &["mcp-user", "data-analyst"],
+        json!({}),
+    ));
+    let info = host.call_tool("user-info", json!({}))["structuredContent"].clone();
+    assert_eq!(info["userId"], "alice");
+    assert_eq!(info["role"], "user");
+    assert_eq!(info["customRoles"], json!(["analyst"]));
+    assert_eq!(info["legacyUsername"], "alice_db");
+    assert_eq!(info["scopes"], json!(["openid", "mcp:tools"]));
+    assert!(info.get("claims").is_none());
+    let info =
+        host.call_tool("user-info", json!({"includeClaims": true}))["structuredContent"].clone();
+    assert_eq!(info["claims"]["sub"], "alice");
+    assert!(info["claims"].get("jti").is_none() && info["claims"].get("azp").is_none());
+
+    // Rotation: a new ES256 key appears in the JWKS; no restart needed.
+    let rotated = idp.add_key("ec-2", Algorithm::ES256);
+    let claims = idp.claims(
+        "bob",
+        AUDIENCE,
+        json!({"realm_access": {"roles": ["mcp-admin"]}, "azp": CLIENT}),
+    );
+    host.bearer = Some(rotated.sign(&claims));
+    let info = host.call_tool("user-info", json!({}))["structuredContent"].clone();
+    assert_eq!(info["userId"], "bob");
+    assert_eq!(info["role"], "admin");
+}
+
+#[test]
+fn bad_tokens_are_refused_with_the_right_status_and_challenge() {
+    let idp = TestIdp::start();
+    let (host, _plugins) = start(&idp, json!({}));
+    let key = idp.key();
+    let good = |extra: Value| {
+        idp.claims("mallory", AUDIENCE, {
+            let mut base = json!({"realm_access": {"roles": ["mcp-user"]}, "azp": CLIENT});
+            if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), extra) {
+                base.extend(extra);
+            }
+            base
+        })
+    };
+    let rogue_same_kid = SigningKey::generate(&key.kid, Algorithm::RS256);
+    let unknown_kid = SigningKey::generate("not-in-jwks", Algorithm::RS256);
+    let t = now();
+    let cases: Vec<(&str, Option<String>, u16, &str)> = vec![
+        ("no token", None, 401, ""),
+        (
+            "malformed",
+            Some("not.a.jwt".into()),
+            401,
+            "malformed token",
+        ),
+        (
+            "bad signature",
+            Some(rogue_same_kid.sign(&good(json!({})))),
+            401,
+            "invalid token signature",
+        ),
+        (
+            "alg none",
+            Some(unsigned_token(&good(json!({})))),
+            401,
+            "malformed token",
+        ),
+        (
+            "HS256 keyed with the RSA public key",
+            Some(hs256_with_public_key(&key, &good(json!({})))),
+            401,
+            "algorithm not accepted",
+        ),
+        (
+            "expired",
+            Some(key.sign(&good(
+                json!({"iat": t - 4000, "nbf": t - 4000, "exp": t - 600}),
+            ))),
+            401,
+            "token expired",
+        ),
+        (
+            "not yet valid",
+            Some(key.sign(&good(json!({"nbf": t + 600})))),
+            401,
+            "not yet valid",
+        ),
+        (
+            "too old",
+            Some(key.sign(&good(json!({"iat": t - 10_000, "nbf": t - 10_000})))),
+            401,
+            "token too old",
+        ),
+        (
+            "wrong issuer",
+            Some(key.sign(&good(json!({"iss": "http://evil.example"})))),
+            401,
+            "not accepted",
+        ),
+        (
+            "wrong audience",
+            Some(key.sign(&good(json!({"aud": "someone-else"})))),
+            401,
+            "not accepted",
+        ),
+        (
+            "azp mismatch",
+            Some(key.sign(&good(json!({"azp": "other-client"})))),
+            401,
+            "client that is not allowed",
+        ),
+        (
+            "no azp",
+            Some(key.sign(&good(json!({"azp": null})))),
+            401,
+            "client that is not allowed",
+        ),
+        (
+            "no sub",
+            Some(key.sign(&good(json!({"sub": null})))),
+            401,
+            "sub",
+        ),
+        (
+            "unknown kid",
+            Some(unknown_kid.sign(&good(json!({})))),
+            401,
+            "signing key not found",
+        ),
+        (
+            "unmapped roles",
+            Some(key.sign(&good(json!({"realm_access": {"roles": ["intern"]}})))),
+            403,
+            "no role",
+        ),
+    ];
+    let metadata = format!(
+        "resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
+        host.base_url
+    );
+    for (name, token, status, reason) in cases {
+        let (got, challenge, body) = host.post_with_token(token.as_deref(), LIST);
+        assert_eq!(got, status, "{name}: {body}");
+        assert!(challenge.starts_with("Bearer "), "{name}: {challenge}");
+        assert!(challenge.contains(&metadata), "{name}: {challenge}");
+        match (token.is_some(), status) {
+            (false, _) => assert!(!challenge.contains("error="), "{name}: {challenge}"),
+            (true, 401) => assert!(
+                challenge.contains("error=\"invalid_token\""),
+                "{name}: {challenge}"
+            ),
+            (true, _) => assert!(
+                challenge.contains("error=\"insufficient_scope\""),
+                "{name}: {challenge}"
+            ),
+        }
+        assert!(body.contains(reason), "{name}: {body}");
+        // Nothing about our configuration leaks.
+        assert!(
+            !body.contains(&idp.issuer) && !challenge.contains(&idp.issuer),
+            "{name}: {body}"
+        );
+        assert!(!body.contains(AUDIENCE), "{name}: {body}");
+    }
+    // A token in the query string is not a credential.
+    let token = user_token(&idp, "alice", &["mcp-user"], json!({}));
+    let response = host
+        .http()
+        .post(format!("{}?access_token={token}", host.mcp_url()))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(LIST)
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+}
+
+#[test]
+fn users_and_guests_see_different_tools_and_hidden_tools_cannot_be_called() {
+    let idp = TestIdp::start();
+    let (mut host, _plugins) = start(&idp, json!({}));
+    host.bearer = Some(user_token(&idp, "ursula", &["mcp-user"], json!({})));
+    assert_eq!(
+        host.tool_names(),
+        ["echo1-echo", "health-check", "user-info"]
+    );
+    host.bearer = Some(user_token(&idp, "gus", &["mcp-guest"], json!({})));
+    assert_eq!(host.tool_names(), ["user-info"]);
+    for hidden in ["echo1-echo", "health-check"] {
+        let response = host.rpc(
+            "tools/call",
+            json!({"name": hidden, "arguments": {"message": "x"}}),
+        );
+        assert_eq!(response["error"]["code"], -32602, "{hidden}: {response}");
+        assert_eq!(
+            response["error"]["message"],
+            format!("Unknown tool: {hidden}")
+        );
+    }
+    assert_eq!(
+        host.call_tool("user-info", json!({}))["structuredContent"]["role"],
+        "guest"
+    );
+}
+
+#[test]
+fn protected_resource_metadata_matches_the_config() {
+    let idp = TestIdp::start();
+    let (host, _plugins) = start(
+        &idp,
+        json!({"publicUrl": "https://db-mcp.example.com/tools/", "oauth": {"scopes": ["mcp:tools", "openid"]}}),
+    );
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let (status, document) = host.get(path);
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(
+            document,
+            json!({
+                "resource": "https://db-mcp.example.com/tools/mcp",
+                "authorization_servers": [idp.issuer],
+                "scopes_supported": ["mcp:tools", "openid"],
+                "bearer_methods_supported": ["header"]
+            })
+        );
+    }
+    let (status, challenge, _) = host.post_with_token(None, LIST);
+    assert_eq!(status, 401);
+    assert_eq!(
+        challenge,
+        "Bearer resource_metadata=\"https://db-mcp.example.com/tools/.well-known/oauth-protected-resource/mcp\", scope=\"mcp:tools openid\""
+    );
+}
+
+#[test]
+fn a_token_without_a_required_scope_gets_403_insufficient_scope() {
+    let idp = TestIdp::start();
+    let (mut host, _plugins) = start(&idp, json!({"oauth": {"requiredScopes": ["mcp:admin"]}}));
+    let token = user_token(&idp, "alice", &["mcp-user"], json!({}));
+    let (status, challenge, body) = host.post_with_token(Some(&token), LIST);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    assert!(challenge.contains("scope=\"mcp:admin\""), "{challenge}");
+    host.bearer = Some(user_token(
+        &idp,
+        "root",
+        &["mcp-admin"],
+        json!({"scope": "mcp:admin"}),
+    ));
+    assert_eq!(host.tool_names().len(), 3);
+}
+
+#[test]
+fn configs_without_auth_or_with_auth_off_on_a_public_address_are_refused() {
+    let plugins = plugin_dir(&[plugin_library("mcp_delegate_echo")]);
+    let plugin_path = plugins.path().to_str().unwrap().to_owned();
+    let run = |config: Value, extra: &[&str]| {
+        let file = mcp_delegate_tests::host::config_file(&config);
+        let mut args = vec![
+            "--config",
+            file.path().to_str().unwrap(),
+            "--plugin-dir",
+            &plugin_path,
+            "--port",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        mcp_delegate_tests::host::run_to_exit(&args)
+    };
+    let (code, _, stderr) = run(json!({"delegation": {"modules": {"echo": {}}}}), &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("auth.trustedIDPs"), "{stderr}");
+    let (code, _, stderr) = run(
+        json!({"auth": {"mode": "none"}, "delegation": {"modules": {"echo": {}}}}),
+        &["--bind", "0.0.0.0"],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("refusing to serve without authentication"),
+        "{stderr}"
+    );
+}
