@@ -30,6 +30,31 @@ pub const EXCHANGED_TOKEN_INVALID: &str = "EXCHANGED_TOKEN_INVALID";
 /// No database identity for the caller (missing claim); nothing ran.
 pub const DELEGATED_IDENTITY_MISSING: &str = "DELEGATED_IDENTITY_MISSING";
 
+/// The SQL could not be parsed, or contains no statement.
+pub const SQL_PARSE_ERROR: &str = "SQL_PARSE_ERROR";
+/// More than one statement in one call.
+pub const SQL_MULTIPLE_STATEMENTS: &str = "SQL_MULTIPLE_STATEMENTS";
+/// The statement's class needs a delegated role the caller lacks, or the
+/// statement kind is refused for every role.
+pub const SQL_NOT_PERMITTED: &str = "SQL_NOT_PERMITTED";
+/// The statement calls a function refused for every role.
+pub const SQL_FORBIDDEN_FUNCTION: &str = "SQL_FORBIDDEN_FUNCTION";
+/// The number of parameters does not match the statement's `$n`.
+pub const SQL_PARAMETER_COUNT: &str = "SQL_PARAMETER_COUNT";
+/// PostgreSQL refused or failed the statement (details: sqlstate, detail, hint).
+pub const DATABASE_ERROR: &str = "DATABASE_ERROR";
+/// The statement ran longer than `statementTimeoutMillis`.
+pub const STATEMENT_TIMEOUT: &str = "STATEMENT_TIMEOUT";
+/// The database refused to run as the caller's identity (no such role,
+/// or the service account may not SET ROLE to it).
+pub const DELEGATION_FAILED: &str = "DELEGATION_FAILED";
+/// The identity changed during the call; nothing was returned or kept.
+pub const SECURITY_VIOLATION: &str = "SECURITY_VIOLATION";
+/// The table does not exist or the caller may not see it.
+pub const TABLE_NOT_FOUND: &str = "TABLE_NOT_FOUND";
+/// The module's service account is unsafe (superuser or BYPASSRLS).
+pub const SERVICE_ACCOUNT_UNSAFE: &str = "SERVICE_ACCOUNT_UNSAFE";
+
 /// Every code above, for docs and tests.
 pub const ALL: &[&str] = &[
     INVALID_ARGUMENTS,
@@ -45,4 +70,15 @@ pub const ALL: &[&str] = &[
     TOKEN_EXCHANGE_FAILED,
     EXCHANGED_TOKEN_INVALID,
     DELEGATED_IDENTITY_MISSING,
+    SQL_PARSE_ERROR,
+    SQL_MULTIPLE_STATEMENTS,
+    SQL_NOT_PERMITTED,
+    SQL_FORBIDDEN_FUNCTION,
+    SQL_PARAMETER_COUNT,
+    DATABASE_ERROR,
+    STATEMENT_TIMEOUT,
+    DELEGATION_FAILED,
+    SECURITY_VIOLATION,
+    TABLE_NOT_FOUND,
+    SERVICE_ACCOUNT_UNSAFE,
 ];

@@ -7,3 +7,4 @@ pub mod host;
 pub mod idp;
 pub mod paths;
 pub mod pg;
+pub mod pgfixture;

@@ -21,10 +21,6 @@ pub struct PgModuleConfig {
     #[serde(default)]
     pub pool: PoolConfig,
     /// Per-statement limit (`SET LOCAL statement_timeout`).
-    #[expect(
-        dead_code,
-        reason = "read by delegated execution, which is not built yet"
-    )]
     #[serde(default = "default_statement_timeout")]
     pub statement_timeout_millis: u64,
     /// Most rows a query returns before `truncated: true`.

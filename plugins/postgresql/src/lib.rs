@@ -1,15 +1,22 @@
 //! PostgreSQL delegation module.
 //!
 //! One instance per `delegation.modules.postgresqlN` entry, each with its own
-//! r2d2 pool, serving `<prefix>-delegate`, `<prefix>-schema` and
-//! `<prefix>-table-details`.
-//!
-//! Status: the instance, its pool and its health probe are real; the three
-//! tools answer `NOT_IMPLEMENTED` until delegated execution lands (issue 4).
+//! pool, serving `<prefix>-delegate`, `<prefix>-schema` and
+//! `<prefix>-table-details`. Every call runs as the caller's delegated
+//! database role inside one pipelined transaction (`execute`), after the
+//! SQL policy (`policy`) has accepted the statement.
 
+mod account;
 mod config;
+mod execute;
+mod policy;
 mod pool;
 mod tools;
+mod types;
+mod values;
+mod wire;
+
+use std::sync::Arc;
 
 use mcp_delegate_plugin_api::{
     codes, export_module, CallContext, ConfigReport, HealthReport, Module, ModuleFactory,
@@ -17,14 +24,19 @@ use mcp_delegate_plugin_api::{
 };
 use serde_json::Value;
 
+use crate::account::{AccountCheck, AccountState};
 use crate::config::PgModuleConfig;
 use crate::pool::PgPool;
+use crate::values::TypeCache;
 
 pub struct PostgresFactory;
 
 pub struct PostgresModule {
     instance_name: String,
+    config: PgModuleConfig,
     pool: PgPool,
+    types: TypeCache,
+    account: Arc<AccountCheck>,
 }
 
 impl ModuleFactory for PostgresFactory {
@@ -64,11 +76,30 @@ impl ModuleFactory for PostgresFactory {
             parsed.port
         );
         let pool = PgPool::new(instance_name, &parsed)?;
-        tracing::info!("PostgreSQL connection initialized for {instance_name}");
-        Ok(PostgresModule {
+        let module = PostgresModule {
             instance_name: instance_name.to_owned(),
+            config: parsed,
             pool,
-        })
+            types: TypeCache::default(),
+            account: Arc::new(AccountCheck::new()),
+        };
+        tracing::info!("PostgreSQL connection initialized for {instance_name}");
+        Ok(module)
+    }
+}
+
+impl PostgresModule {
+    /// Refuses every call while the service account is unsafe; checks it
+    /// on first use if startup could not (the database was down).
+    fn ensure_service_account_safe(&self) -> Result<(), ToolError> {
+        if self.account.state() == AccountState::Unchecked {
+            let mut connection = self.pool.get()?;
+            self.account.run(&self.instance_name, &mut connection);
+        }
+        match self.account.refusal() {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
     }
 }
 
@@ -77,24 +108,25 @@ impl Module for PostgresModule {
         tools::specs()
     }
 
-    fn call(&self, tool: &str, _context: &CallContext, _args: Value) -> Result<Value, ToolError> {
-        if !tools::NAMES.contains(&tool) {
-            return Err(ToolError::new(
+    fn call(&self, tool: &str, context: &CallContext, args: Value) -> Result<Value, ToolError> {
+        match tool {
+            "delegate" => tools::delegate::run(self, context, &args),
+            "schema" => tools::catalog::schema(self, context, &args),
+            "table-details" => tools::catalog::table_details(self, context, &args),
+            _ => Err(ToolError::new(
                 codes::UNKNOWN_TOOL,
                 format!("unknown tool '{tool}'"),
-            ));
+            )),
         }
-        Err(ToolError::new(
-            codes::NOT_IMPLEMENTED,
-            format!(
-                "'{tool}' of module '{}' is not implemented yet: delegated SQL execution \
-                 arrives with the PostgreSQL delegation work",
-                self.instance_name
-            ),
-        ))
     }
 
     fn health(&self) -> HealthReport {
+        if let Some(refusal) = self.account.refusal() {
+            return HealthReport {
+                healthy: false,
+                detail: refusal.message,
+            };
+        }
         self.pool.health()
     }
 

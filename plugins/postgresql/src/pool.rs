@@ -1,33 +1,71 @@
-//! The instance's connection pool. Built without connecting, so a database
-//! that is down at startup stops neither the host nor the other modules.
+//! The instance's connection pool: r2d2 managing our own wire connections.
+//! Built without connecting, so a database that is down at startup stops
+//! neither the host nor the other modules; connections heal by themselves
+//! when it comes back.
 
 use std::time::Duration;
 
-use mcp_delegate_plugin_api::HealthReport;
-use r2d2_postgres::postgres::{Config as PgConfig, NoTls};
-use r2d2_postgres::PostgresConnectionManager;
+use mcp_delegate_plugin_api::{codes, HealthReport, ToolError};
 
 use crate::config::PgModuleConfig;
+use crate::wire::{ConnectParams, Connection, WireError};
 
 /// "Wait without limit": long enough to be forever, short enough that
 /// `Instant + timeout` cannot overflow (r2d2 panics on a zero timeout).
 const UNLIMITED_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+/// A connection idle longer than this is pinged before use; busier ones
+/// are not (a ping is a round trip).
+const VALIDATE_AFTER_IDLE: Duration = Duration::from_secs(5);
+/// Added to the statement timeout to bound any wait for the server.
+const READ_TIMEOUT_MARGIN: Duration = Duration::from_secs(30);
 
-pub struct PgPool {
-    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+pub type PooledConnection = r2d2::PooledConnection<WireManager>;
+
+pub struct WireManager {
+    params: ConnectParams,
+}
+
+impl r2d2::ManageConnection for WireManager {
+    type Connection = Connection;
+    type Error = WireError;
+
+    fn connect(&self) -> Result<Connection, WireError> {
+        Connection::connect(&self.params)
+    }
+
+    fn is_valid(&self, connection: &mut Connection) -> Result<(), WireError> {
+        if connection.idle_for() < VALIDATE_AFTER_IDLE {
+            return Ok(());
+        }
+        let result = connection.simple_query("")?;
+        match result.error {
+            Some(error) => Err(WireError::Db(error)),
+            None => Ok(()),
+        }
+    }
+
+    fn has_broken(&self, connection: &mut Connection) -> bool {
+        connection.is_broken()
+    }
 }
 
 /// r2d2's background connection errors, to tracing (never with secrets:
-/// postgres errors do not carry the password).
+/// server errors do not carry the password).
 #[derive(Debug)]
 struct LogErrors {
     instance: String,
 }
 
-impl r2d2::HandleError<r2d2_postgres::postgres::Error> for LogErrors {
-    fn handle_error(&self, error: r2d2_postgres::postgres::Error) {
+impl r2d2::HandleError<WireError> for LogErrors {
+    fn handle_error(&self, error: WireError) {
         tracing::warn!(module = %self.instance, error = %error, "database connection failed");
     }
+}
+
+pub struct PgPool {
+    instance: String,
+    pool: r2d2::Pool<WireManager>,
+    max_size: u32,
 }
 
 fn millis_or_unlimited(millis: u64) -> Duration {
@@ -45,19 +83,20 @@ impl PgPool {
                 "options.ssl: TLS connections are not supported by this version yet".into(),
             );
         }
-        let mut pg = PgConfig::new();
-        pg.host(&config.host)
-            .port(config.port)
-            .dbname(&config.database)
-            .user(&config.user)
-            .application_name(&format!("mcp-delegate/{instance}"));
-        if let Some(password) = &config.password {
-            pg.password(password);
-        }
-        if config.pool.connection_timeout_millis > 0 {
-            pg.connect_timeout(Duration::from_millis(config.pool.connection_timeout_millis));
-        }
-        let manager = PostgresConnectionManager::new(pg, NoTls);
+        let connect_timeout = (config.pool.connection_timeout_millis > 0)
+            .then(|| Duration::from_millis(config.pool.connection_timeout_millis));
+        let params = ConnectParams {
+            host: config.host.clone(),
+            port: config.port,
+            database: config.database.clone(),
+            user: config.user.clone(),
+            password: config.password.clone(),
+            application_name: format!("mcp-delegate/{instance}"),
+            connect_timeout,
+            read_timeout: Some(
+                Duration::from_millis(config.statement_timeout_millis) + READ_TIMEOUT_MARGIN,
+            ),
+        };
         let idle_timeout = match config.pool.idle_timeout_millis {
             0 => None,
             millis => Some(Duration::from_millis(millis)),
@@ -70,36 +109,80 @@ impl PgPool {
             .error_handler(Box::new(LogErrors {
                 instance: instance.to_owned(),
             }))
-            .build_unchecked(manager);
-        Ok(Self { pool })
+            .build_unchecked(WireManager { params });
+        Ok(Self {
+            instance: instance.to_owned(),
+            pool,
+            max_size: config.pool.max,
+        })
+    }
+
+    /// A connection, or a clear error: the database is down, or every
+    /// connection is busy (the seed's "pool exhausted" case).
+    pub fn get(&self) -> Result<PooledConnection, ToolError> {
+        self.pool.get().map_err(|err| {
+            let state = self.pool.state();
+            if state.connections >= self.max_size && state.idle_connections == 0 {
+                ToolError::new(
+                    codes::POOL_EXHAUSTED,
+                    format!(
+                        "module '{}': no database connection became free in time (all {} in use); \
+                         raise pool.max or pool.connectionTimeoutMillis",
+                        self.instance, self.max_size
+                    ),
+                )
+            } else {
+                tracing::warn!(module = %self.instance, error = %err, "database unavailable");
+                ToolError::new(
+                    codes::DATABASE_UNAVAILABLE,
+                    format!(
+                        "module '{}': the database is unavailable right now",
+                        self.instance
+                    ),
+                )
+            }
+        })
     }
 
     /// Checks out a connection and asks the server who it is.
     pub fn health(&self) -> HealthReport {
-        let mut connection = match self.pool.get() {
+        let mut connection = match self.get() {
             Ok(connection) => connection,
-            Err(err) => {
+            Err(error) => {
                 return HealthReport {
                     healthy: false,
-                    detail: format!("database unavailable: {err}"),
+                    detail: error.message,
                 }
             }
         };
-        match connection.query_one(
-            "SELECT current_database()::text, current_setting('server_version')",
-            &[],
-        ) {
-            Ok(row) => HealthReport {
-                healthy: true,
+        match connection
+            .simple_query("SELECT current_database()::text, current_setting('server_version')")
+        {
+            Ok(result) if result.error.is_none() => {
+                let row = result.rows.first();
+                let field = |i: usize| {
+                    row.and_then(|r| r.get(i).cloned().flatten())
+                        .unwrap_or_default()
+                };
+                HealthReport {
+                    healthy: true,
+                    detail: format!(
+                        "connected to database '{}' (PostgreSQL {})",
+                        field(0),
+                        field(1)
+                    ),
+                }
+            }
+            Ok(result) => HealthReport {
+                healthy: false,
                 detail: format!(
-                    "connected to database '{}' (PostgreSQL {})",
-                    row.get::<_, String>(0),
-                    row.get::<_, String>(1)
+                    "database error: {}",
+                    result.error.map(|e| e.message).unwrap_or_default()
                 ),
             },
             Err(err) => HealthReport {
                 healthy: false,
-                detail: format!("database error: {err}"),
+                detail: format!("database unavailable: {err}"),
             },
         }
     }

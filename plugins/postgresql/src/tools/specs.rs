@@ -3,8 +3,6 @@
 use mcp_delegate_plugin_api::{ToolAnnotations, ToolSpec};
 use serde_json::json;
 
-pub const NAMES: &[&str] = &["delegate", "schema", "table-details"];
-
 pub fn specs() -> Vec<ToolSpec> {
     vec![
         ToolSpec {

@@ -1,0 +1,196 @@
+//! `<prefix>-delegate`: one SQL statement, as the caller's database role.
+
+use mcp_delegate_plugin_api::{codes, CallContext, ToolError};
+use serde_json::{json, Value};
+
+use crate::execute::{self, Delegation};
+use crate::policy::{self, StatementClass};
+use crate::values::rows_to_json;
+use crate::{types, PostgresModule};
+
+/// A JSON parameter as node-postgres sends it: text, typed by the server.
+fn parameter_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(text) => Some(text.clone()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Array(items) => Some(array_literal(items)),
+        Value::Object(_) => Some(value.to_string()),
+    }
+}
+
+/// `[1, "a b", null]` → `{"1","a b",NULL}` (node-postgres' array literal).
+fn array_literal(items: &[Value]) -> String {
+    let parts: Vec<String> = items
+        .iter()
+        .map(|item| match item {
+            Value::Null => "NULL".to_owned(),
+            Value::Array(inner) => array_literal(inner),
+            other => {
+                let text = parameter_text(other).unwrap_or_default();
+                format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+            }
+        })
+        .collect();
+    format!("{{{}}}", parts.join(","))
+}
+
+pub(crate) fn identity(context: &CallContext) -> Result<&str, ToolError> {
+    context.delegated_identity.as_deref().ok_or_else(|| {
+        ToolError::new(
+            codes::DELEGATED_IDENTITY_MISSING,
+            "no database identity for this call; refusing to run as the service account",
+        )
+    })
+}
+
+fn refusal_error(refusal: policy::Refusal) -> ToolError {
+    let mut error = ToolError::new(refusal.code, refusal.message);
+    if let Some(kind) = refusal.statement_kind {
+        error = error.with("statementKind", kind);
+    }
+    if let Some(role) = refusal.required_role {
+        error = error.with("requiredRole", role);
+    }
+    if let Some(function) = refusal.function {
+        error = error.with("function", function);
+    }
+    error
+}
+
+/// `SELECT 3` → (`SELECT`, 3); `INSERT 0 1` → (`INSERT`, 1); `CREATE TABLE` → (`CREATE TABLE`, None).
+fn parse_tag(tag: &str) -> (String, Option<u64>) {
+    let words: Vec<&str> = tag.split_whitespace().collect();
+    let count = words.last().and_then(|word| word.parse::<u64>().ok());
+    let command: Vec<&str> = words
+        .iter()
+        .copied()
+        .filter(|word| word.parse::<u64>().is_err())
+        .collect();
+    (command.join(" "), count)
+}
+
+fn change_message(command: &str, count: u64) -> Option<String> {
+    let verb = match command {
+        "INSERT" => "inserted",
+        "UPDATE" => "updated",
+        "DELETE" => "deleted",
+        "MERGE" => "merged",
+        _ => return None,
+    };
+    Some(format!(
+        "Successfully {verb} {count} row{}",
+        if count == 1 { "" } else { "s" }
+    ))
+}
+
+pub fn run(
+    module: &PostgresModule,
+    context: &CallContext,
+    args: &Value,
+) -> Result<Value, ToolError> {
+    match args.get("action").and_then(Value::as_str) {
+        Some("query") => {}
+        _ => {
+            return Err(ToolError::new(
+                codes::INVALID_ARGUMENTS,
+                "'action' must be \"query\"",
+            ))
+        }
+    }
+    let sql = args
+        .get("sql")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ToolError::new(codes::INVALID_ARGUMENTS, "'sql' must be a string"))?;
+    let params: Vec<Option<String>> = match args.get("params") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items.iter().map(parameter_text).collect(),
+        Some(_) => {
+            return Err(ToolError::new(
+                codes::INVALID_ARGUMENTS,
+                "'params' must be an array",
+            ))
+        }
+    };
+    let identity = identity(context)?;
+    let verdict = policy::check(sql, &context.delegated_roles).map_err(refusal_error)?;
+    if verdict.parameter_count != params.len() {
+        return Err(ToolError::new(
+            codes::SQL_PARAMETER_COUNT,
+            format!(
+                "the statement takes {} parameter(s) but {} were given",
+                verdict.parameter_count,
+                params.len()
+            ),
+        )
+        .with("expected", verdict.parameter_count)
+        .with("given", params.len()));
+    }
+    module.ensure_service_account_safe()?;
+    let mut connection = module.pool.get()?;
+    let delegation = Delegation {
+        identity,
+        read_only: verdict.class == StatementClass::Read,
+        statement_timeout_ms: module.config.statement_timeout_millis,
+    };
+    let param_refs: Vec<Option<&str>> = params.iter().map(Option::as_deref).collect();
+    let outcome = execute::run(
+        &mut connection,
+        &delegation,
+        sql,
+        &param_refs,
+        module.config.max_rows,
+    )?;
+    let result = outcome.result;
+    let (command, tag_count) = result
+        .command_tag
+        .as_deref()
+        .map(parse_tag)
+        .unwrap_or_else(|| (verdict.kind.clone(), None));
+    if result.columns.is_empty() {
+        let count = tag_count.unwrap_or(0);
+        if let Some(message) = change_message(&command, count) {
+            return Ok(json!({"rowCount": count, "command": command, "message": message}));
+        }
+    }
+    types::resolve(&module.types, &mut connection, &result.columns);
+    let (names, shapes, columns) = types::describe(&module.types, &result.columns);
+    let rows = rows_to_json(&names, &shapes, &result.rows);
+    let row_count = if result.columns.is_empty() {
+        tag_count.unwrap_or(0)
+    } else {
+        rows.len() as u64
+    };
+    Ok(json!({
+        "command": command,
+        "columns": columns,
+        "rows": rows,
+        "rowCount": row_count,
+        "truncated": outcome.truncated,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_and_messages() {
+        assert_eq!(parse_tag("INSERT 0 1"), ("INSERT".into(), Some(1)));
+        assert_eq!(parse_tag("SELECT 12"), ("SELECT".into(), Some(12)));
+        assert_eq!(parse_tag("CREATE TABLE"), ("CREATE TABLE".into(), None));
+        assert_eq!(
+            change_message("INSERT", 1).unwrap(),
+            "Successfully inserted 1 row"
+        );
+        assert_eq!(
+            change_message("UPDATE", 3).unwrap(),
+            "Successfully updated 3 rows"
+        );
+        assert_eq!(
+            array_literal(&[json!(1), json!("a \"b\""), Value::Null]),
+            r#"{"1","a \"b\"",NULL}"#
+        );
+    }
+}

@@ -1,0 +1,352 @@
+//! Text-format column values to JSON, by PostgreSQL type.
+//!
+//! Results arrive in text format (see `wire`), so every type has a faithful
+//! representation; this module decides which become JSON numbers, booleans,
+//! objects or arrays. int8 and numeric stay strings (no precision loss),
+//! timestamps become ISO 8601, bytea base64.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use serde_json::{Map, Number, Value};
+
+/// How a type's text form maps to JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Bool,
+    /// int2, int4, oid: exact in a JSON number.
+    Integer,
+    Float,
+    /// int8, numeric: strings, to keep every digit.
+    ExactString,
+    Json,
+    Bytea,
+    Timestamp,
+    TimestampTz,
+    /// Arrays: element shape.
+    Array(&'static Shape),
+    Text,
+}
+
+/// A type: its name (for `columns[].type`) and shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeInfo {
+    pub name: String,
+    pub shape: Shape,
+}
+
+const fn array_of(shape: &'static Shape) -> Shape {
+    Shape::Array(shape)
+}
+
+static BOOL: Shape = Shape::Bool;
+static INTEGER: Shape = Shape::Integer;
+static FLOAT: Shape = Shape::Float;
+static EXACT: Shape = Shape::ExactString;
+static JSON: Shape = Shape::Json;
+static BYTEA: Shape = Shape::Bytea;
+static TIMESTAMP: Shape = Shape::Timestamp;
+static TIMESTAMPTZ: Shape = Shape::TimestampTz;
+static TEXT: Shape = Shape::Text;
+
+/// Built-in types by OID (pg_type.dat); anything else is looked up once.
+pub fn builtin(oid: u32) -> Option<(&'static str, Shape)> {
+    Some(match oid {
+        16 => ("bool", BOOL),
+        17 => ("bytea", BYTEA),
+        18 => ("char", TEXT),
+        19 => ("name", TEXT),
+        20 => ("int8", EXACT),
+        21 => ("int2", INTEGER),
+        23 => ("int4", INTEGER),
+        25 => ("text", TEXT),
+        26 => ("oid", INTEGER),
+        114 => ("json", JSON),
+        700 => ("float4", FLOAT),
+        701 => ("float8", FLOAT),
+        1042 => ("bpchar", TEXT),
+        1043 => ("varchar", TEXT),
+        1082 => ("date", TEXT),
+        1083 => ("time", TEXT),
+        1114 => ("timestamp", TIMESTAMP),
+        1184 => ("timestamptz", TIMESTAMPTZ),
+        1186 => ("interval", TEXT),
+        1266 => ("timetz", TEXT),
+        1700 => ("numeric", EXACT),
+        2950 => ("uuid", TEXT),
+        3802 => ("jsonb", JSON),
+        1000 => ("_bool", array_of(&BOOL)),
+        1001 => ("_bytea", array_of(&BYTEA)),
+        1005 => ("_int2", array_of(&INTEGER)),
+        1007 => ("_int4", array_of(&INTEGER)),
+        1016 => ("_int8", array_of(&EXACT)),
+        1009 => ("_text", array_of(&TEXT)),
+        1014 => ("_bpchar", array_of(&TEXT)),
+        1015 => ("_varchar", array_of(&TEXT)),
+        1021 => ("_float4", array_of(&FLOAT)),
+        1022 => ("_float8", array_of(&FLOAT)),
+        1231 => ("_numeric", array_of(&EXACT)),
+        1182 => ("_date", array_of(&TEXT)),
+        1115 => ("_timestamp", array_of(&TIMESTAMP)),
+        1185 => ("_timestamptz", array_of(&TIMESTAMPTZ)),
+        2951 => ("_uuid", array_of(&TEXT)),
+        199 => ("_json", array_of(&JSON)),
+        3807 => ("_jsonb", array_of(&JSON)),
+        _ => return None,
+    })
+}
+
+/// Static shapes for element types of looked-up arrays.
+pub fn static_shape(shape: Shape) -> &'static Shape {
+    match shape {
+        Shape::Bool => &BOOL,
+        Shape::Integer => &INTEGER,
+        Shape::Float => &FLOAT,
+        Shape::ExactString => &EXACT,
+        Shape::Json => &JSON,
+        Shape::Bytea => &BYTEA,
+        Shape::Timestamp => &TIMESTAMP,
+        Shape::TimestampTz => &TIMESTAMPTZ,
+        Shape::Array(_) | Shape::Text => &TEXT,
+    }
+}
+
+/// Types seen on this instance's database, by OID (domains, enums, arrays
+/// of them, extension types). Shared by the instance's connections.
+#[derive(Default)]
+pub struct TypeCache {
+    known: Mutex<HashMap<u32, TypeInfo>>,
+}
+
+impl TypeCache {
+    pub fn get(&self, oid: u32) -> Option<TypeInfo> {
+        if let Some((name, shape)) = builtin(oid) {
+            return Some(TypeInfo {
+                name: name.to_owned(),
+                shape,
+            });
+        }
+        self.known.lock().ok()?.get(&oid).cloned()
+    }
+
+    pub fn insert(&self, oid: u32, info: TypeInfo) {
+        if let Ok(mut known) = self.known.lock() {
+            known.insert(oid, info);
+        }
+    }
+}
+
+/// One value to JSON.
+pub fn to_json(text: Option<&str>, shape: &Shape) -> Value {
+    let Some(text) = text else {
+        return Value::Null;
+    };
+    match shape {
+        Shape::Bool => Value::Bool(text == "t"),
+        Shape::Integer => text
+            .parse::<i64>()
+            .map(|n| Value::Number(n.into()))
+            .unwrap_or_else(|_| Value::String(text.to_owned())),
+        Shape::Float => text
+            .parse::<f64>()
+            .ok()
+            .and_then(Number::from_f64)
+            .map(Value::Number)
+            // NaN and ±Infinity have no JSON number.
+            .unwrap_or_else(|| Value::String(text.to_owned())),
+        Shape::ExactString | Shape::Text => Value::String(text.to_owned()),
+        Shape::Json => {
+            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+        }
+        Shape::Bytea => match text.strip_prefix("\\x").map(decode_hex) {
+            Some(Some(bytes)) => {
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+            _ => Value::String(text.to_owned()),
+        },
+        Shape::Timestamp => Value::String(iso_timestamp(text, false)),
+        Shape::TimestampTz => Value::String(iso_timestamp(text, true)),
+        Shape::Array(element) => parse_array(text)
+            .map(|items| array_to_json(&items, element))
+            .unwrap_or_else(|| Value::String(text.to_owned())),
+    }
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// `2025-01-02 03:04:05.6+00` → `2025-01-02T03:04:05.6+00:00`.
+fn iso_timestamp(text: &str, with_zone: bool) -> String {
+    // 'infinity', '-infinity' and BC dates stay as PostgreSQL wrote them.
+    if !text.as_bytes().first().is_some_and(u8::is_ascii_digit) || text.ends_with(" BC") {
+        return text.to_owned();
+    }
+    let mut iso = text.replacen(' ', "T", 1);
+    if with_zone {
+        // Offsets come as +HH, +HH:MM or +HH:MM:SS; ISO 8601 wants +HH:MM.
+        if let Some(sign) = iso.rfind(['+', '-']).filter(|&at| at > 10) {
+            if iso.len() - sign == 3 {
+                iso.push_str(":00");
+            }
+        }
+    }
+    iso
+}
+
+/// A parsed array literal: nested items, `None` for NULL.
+#[derive(Debug, PartialEq)]
+pub enum ArrayItem {
+    Value(Option<String>),
+    Nested(Vec<ArrayItem>),
+}
+
+fn array_to_json(items: &[ArrayItem], element: &Shape) -> Value {
+    Value::Array(
+        items
+            .iter()
+            .map(|item| match item {
+                ArrayItem::Value(text) => to_json(text.as_deref(), element),
+                ArrayItem::Nested(inner) => array_to_json(inner, element),
+            })
+            .collect(),
+    )
+}
+
+/// Parses `{1,2,NULL}`, `{"a b","c\"d"}`, `{{1,2},{3,4}}` and
+/// `[0:1]={1,2}` (delimiter `,`).
+pub fn parse_array(text: &str) -> Option<Vec<ArrayItem>> {
+    let body = match text.find('=') {
+        Some(at) if text.starts_with('[') => &text[at + 1..],
+        _ => text,
+    };
+    let mut chars = body.chars().peekable();
+    let items = parse_level(&mut chars)?;
+    chars.next().is_none().then_some(items)
+}
+
+fn parse_level(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<Vec<ArrayItem>> {
+    if chars.next()? != '{' {
+        return None;
+    }
+    let mut items = Vec::new();
+    if chars.peek() == Some(&'}') {
+        chars.next();
+        return Some(items);
+    }
+    loop {
+        match chars.peek()? {
+            '{' => items.push(ArrayItem::Nested(parse_level(chars)?)),
+            '"' => {
+                chars.next();
+                let mut value = String::new();
+                loop {
+                    match chars.next()? {
+                        '\\' => value.push(chars.next()?),
+                        '"' => break,
+                        other => value.push(other),
+                    }
+                }
+                items.push(ArrayItem::Value(Some(value)));
+            }
+            _ => {
+                let mut value = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c == ',' || c == '}' {
+                        break;
+                    }
+                    value.push(c);
+                    chars.next();
+                }
+                let value = value.trim().to_owned();
+                items.push(ArrayItem::Value((value != "NULL").then_some(value)));
+            }
+        }
+        match chars.next()? {
+            ',' => continue,
+            '}' => return Some(items),
+            _ => return None,
+        }
+    }
+}
+
+/// Rows of text values to JSON objects in column order.
+pub fn rows_to_json(
+    names: &[String],
+    shapes: &[Shape],
+    rows: &[Vec<Option<String>>],
+) -> Vec<Value> {
+    rows.iter()
+        .map(|row| {
+            let mut object = Map::with_capacity(names.len());
+            for ((name, shape), value) in names.iter().zip(shapes).zip(row) {
+                object.insert(name.clone(), to_json(value.as_deref(), shape));
+            }
+            Value::Object(object)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn scalars() {
+        assert_eq!(to_json(Some("t"), &Shape::Bool), json!(true));
+        assert_eq!(to_json(Some("42"), &Shape::Integer), json!(42));
+        assert_eq!(
+            to_json(Some("9007199254740993"), &Shape::ExactString),
+            json!("9007199254740993")
+        );
+        assert_eq!(to_json(Some("NaN"), &Shape::Float), json!("NaN"));
+        assert_eq!(to_json(Some("1.5"), &Shape::Float), json!(1.5));
+        assert_eq!(to_json(Some("\\x0102ff"), &Shape::Bytea), json!("AQL/"));
+        assert_eq!(
+            to_json(Some("{\"a\": [1]}"), &Shape::Json),
+            json!({"a": [1]})
+        );
+        assert_eq!(
+            to_json(Some("2025-01-02 03:04:05.5+00"), &Shape::TimestampTz),
+            json!("2025-01-02T03:04:05.5+00:00")
+        );
+        assert_eq!(
+            to_json(Some("2025-01-02 03:04:05+05:30"), &Shape::TimestampTz),
+            json!("2025-01-02T03:04:05+05:30")
+        );
+        assert_eq!(
+            to_json(Some("infinity"), &Shape::Timestamp),
+            json!("infinity")
+        );
+        assert_eq!(to_json(None, &Shape::Text), Value::Null);
+    }
+
+    #[test]
+    fn arrays() {
+        assert_eq!(
+            to_json(Some("{1,2,NULL}"), &Shape::Array(&INTEGER)),
+            json!([1, 2, null])
+        );
+        assert_eq!(
+            to_json(Some(r#"{"a b","c\"d",NULL,"NULL"}"#), &Shape::Array(&TEXT)),
+            json!(["a b", "c\"d", null, "NULL"])
+        );
+        assert_eq!(
+            to_json(Some("{{1,2},{3,4}}"), &Shape::Array(&INTEGER)),
+            json!([[1, 2], [3, 4]])
+        );
+        assert_eq!(
+            to_json(Some("[0:1]={7,8}"), &Shape::Array(&INTEGER)),
+            json!([7, 8])
+        );
+        assert_eq!(to_json(Some("{}"), &Shape::Array(&INTEGER)), json!([]));
+    }
+}

@@ -1,0 +1,229 @@
+//! Opening a connection: TCP, startup, authentication (trust, cleartext,
+//! MD5, SCRAM-SHA-256).
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::{backend::Message, frontend};
+
+use super::{Connection, WireError};
+
+/// Where and as whom to connect.
+#[derive(Clone)]
+pub struct ConnectParams {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: Option<String>,
+    pub application_name: String,
+    pub connect_timeout: Option<Duration>,
+    /// Bounds every wait for the server (beyond statement_timeout).
+    pub read_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for ConnectParams {
+    // Never print the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
+    }
+}
+
+pub struct Stream(TcpStream);
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+fn open_tcp(params: &ConnectParams) -> io::Result<TcpStream> {
+    let addresses = (params.host.as_str(), params.port).to_socket_addrs()?;
+    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "host has no address");
+    for address in addresses {
+        let attempt = match params.connect_timeout {
+            Some(timeout) => TcpStream::connect_timeout(&address, timeout),
+            None => TcpStream::connect(address),
+        };
+        match attempt {
+            Ok(stream) => return Ok(stream),
+            Err(err) => last_error = err,
+        }
+    }
+    Err(last_error)
+}
+
+impl Connection {
+    pub fn connect(params: &ConnectParams) -> Result<Self, WireError> {
+        let tcp = open_tcp(params)?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(params.read_timeout)?;
+        let mut connection = Connection {
+            stream: Stream(tcp),
+            read_buf: BytesMut::with_capacity(16 * 1024),
+            write_buf: BytesMut::with_capacity(4 * 1024),
+            broken: false,
+            last_used: Instant::now(),
+        };
+        connection.startup(params)?;
+        Ok(connection)
+    }
+
+    fn startup(&mut self, params: &ConnectParams) -> Result<(), WireError> {
+        // Session defaults that make text results ISO 8601 and stable; they
+        // are what RESET/DISCARD ALL return to.
+        let parameters = [
+            ("user", params.user.as_str()),
+            ("database", params.database.as_str()),
+            ("application_name", params.application_name.as_str()),
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO, YMD"),
+            ("IntervalStyle", "iso_8601"),
+            ("TimeZone", "UTC"),
+            ("extra_float_digits", "3"),
+        ];
+        frontend::startup_message(parameters.iter().copied(), &mut self.write_buf)?;
+        self.flush()?;
+        let deadline = params
+            .connect_timeout
+            .map(|timeout| Instant::now() + timeout);
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            if deadline.is_some_and(|deadline| Instant::now() > deadline) {
+                return Err(WireError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "startup timed out",
+                )));
+            }
+            match self.read_message()? {
+                Message::AuthenticationOk => {}
+                Message::AuthenticationCleartextPassword => {
+                    let password = params
+                        .password
+                        .as_deref()
+                        .ok_or(WireError::PasswordMissing)?;
+                    frontend::password_message(password.as_bytes(), &mut self.write_buf)?;
+                    self.flush()?;
+                }
+                Message::AuthenticationMd5Password(body) => {
+                    let password = params
+                        .password
+                        .as_deref()
+                        .ok_or(WireError::PasswordMissing)?;
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        params.user.as_bytes(),
+                        password.as_bytes(),
+                        body.salt(),
+                    );
+                    frontend::password_message(hash.as_bytes(), &mut self.write_buf)?;
+                    self.flush()?;
+                }
+                Message::AuthenticationSasl(body) => {
+                    let mut mechanisms = body.mechanisms();
+                    let mut supported = false;
+                    while let Some(mechanism) = fallible_next(&mut mechanisms)? {
+                        supported |= mechanism == SCRAM_SHA_256;
+                    }
+                    if !supported {
+                        return Err(WireError::UnsupportedAuth("SASL without SCRAM-SHA-256"));
+                    }
+                    let password = params
+                        .password
+                        .as_deref()
+                        .ok_or(WireError::PasswordMissing)?;
+                    let client =
+                        ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(
+                        SCRAM_SHA_256,
+                        client.message(),
+                        &mut self.write_buf,
+                    )?;
+                    self.flush()?;
+                    scram = Some(client);
+                }
+                Message::AuthenticationSaslContinue(body) => {
+                    let client = scram
+                        .as_mut()
+                        .ok_or_else(|| WireError::Protocol("unexpected SASL continue".into()))?;
+                    client.update(body.data())?;
+                    frontend::sasl_response(client.message(), &mut self.write_buf)?;
+                    self.flush()?;
+                }
+                Message::AuthenticationSaslFinal(body) => {
+                    let client = scram
+                        .as_mut()
+                        .ok_or_else(|| WireError::Protocol("unexpected SASL final".into()))?;
+                    client.finish(body.data())?;
+                }
+                Message::AuthenticationKerberosV5
+                | Message::AuthenticationScmCredential
+                | Message::AuthenticationGss
+                | Message::AuthenticationSspi
+                | Message::AuthenticationGssContinue(_) => {
+                    return Err(WireError::UnsupportedAuth("GSS/SSPI/Kerberos"));
+                }
+                Message::ErrorResponse(body) => {
+                    return Err(WireError::Db(super::message::db_error(&body)?))
+                }
+                Message::ReadyForQuery(_) => return Ok(()),
+                // ParameterStatus, BackendKeyData, notices.
+                _ => {}
+            }
+        }
+    }
+
+    /// The next backend message, reading from the socket as needed.
+    pub(super) fn read_message(&mut self) -> Result<Message, WireError> {
+        loop {
+            match Message::parse(&mut self.read_buf) {
+                Ok(Some(message)) => return Ok(message),
+                Ok(None) => {}
+                Err(err) => {
+                    self.broken = true;
+                    return Err(WireError::Protocol(err.to_string()));
+                }
+            }
+            let start = self.read_buf.len();
+            self.read_buf.resize(start + 16 * 1024, 0);
+            match self.stream.read(&mut self.read_buf[start..]) {
+                Ok(0) => {
+                    self.read_buf.truncate(start);
+                    self.broken = true;
+                    return Err(WireError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    )));
+                }
+                Ok(read) => self.read_buf.truncate(start + read),
+                Err(err) => {
+                    self.read_buf.truncate(start);
+                    self.broken = true;
+                    return Err(WireError::Io(err));
+                }
+            }
+        }
+    }
+}
+
+fn fallible_next<I>(iter: &mut I) -> io::Result<Option<I::Item>>
+where
+    I: fallible_iterator::FallibleIterator<Error = io::Error>,
+{
+    iter.next()
+}

@@ -1,0 +1,199 @@
+//! Encoding requests and reading one request's responses ("group": every
+//! message up to and including ReadyForQuery).
+
+use std::io;
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::message::backend::{ErrorResponseBody, Message};
+use postgres_protocol::message::frontend;
+use postgres_protocol::IsNull;
+
+use super::{Connection, WireError};
+
+/// The text-format code on the wire.
+const TEXT: i16 = 0;
+
+/// A server error, as sent (`ErrorResponse`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DbError {
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+    pub position: Option<u32>,
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (SQLSTATE {})", self.message, self.code)
+    }
+}
+
+pub(super) fn db_error(body: &ErrorResponseBody) -> Result<DbError, WireError> {
+    let mut error = DbError::default();
+    let mut fields = body.fields();
+    while let Some(field) = fields.next().map_err(WireError::Io)? {
+        let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
+        match field.type_() {
+            b'C' => error.code = value,
+            b'M' => error.message = value,
+            b'D' => error.detail = Some(value),
+            b'H' => error.hint = Some(value),
+            b'P' => error.position = value.parse().ok(),
+            _ => {}
+        }
+    }
+    Ok(error)
+}
+
+/// A result column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub type_oid: u32,
+}
+
+/// What one request produced.
+#[derive(Debug, Default)]
+pub struct GroupResult {
+    pub columns: Vec<Column>,
+    /// Text values; at most the row cap the reader was given.
+    pub rows: Vec<Vec<Option<String>>>,
+    /// Rows the server sent, kept or not.
+    pub rows_seen: usize,
+    /// The last CommandComplete tag (`SELECT 3`, `INSERT 0 1`).
+    pub command_tag: Option<String>,
+    /// The portal had more rows than the Execute limit.
+    pub suspended: bool,
+    pub error: Option<DbError>,
+    /// `I` idle, `T` in a transaction, `E` in a failed transaction.
+    pub transaction_status: u8,
+}
+
+pub fn encode_query(sql: &str, buf: &mut BytesMut) -> Result<(), WireError> {
+    frontend::query(sql, buf).map_err(WireError::Io)
+}
+
+/// Parse (parameter types unspecified: the server infers them) + Bind
+/// (parameters and results in text format) + Describe + Execute (at most
+/// `max_rows`, 0 = all) + Sync, for the unnamed statement and portal.
+pub fn encode_extended(
+    sql: &str,
+    params: &[Option<&str>],
+    max_rows: i32,
+    buf: &mut BytesMut,
+) -> Result<(), WireError> {
+    if params.len() > i16::MAX as usize {
+        return Err(WireError::Protocol("too many parameters".into()));
+    }
+    frontend::parse("", sql, std::iter::repeat_n(0u32, params.len()), buf)?;
+    let bound = frontend::bind(
+        "",
+        "",
+        std::iter::once(TEXT),
+        params.iter(),
+        |param, buf| match param {
+            Some(text) => {
+                buf.extend_from_slice(text.as_bytes());
+                Ok(IsNull::No)
+            }
+            None => Ok(IsNull::Yes),
+        },
+        std::iter::once(TEXT),
+        buf,
+    );
+    if let Err(err) = bound {
+        let message = match err {
+            frontend::BindError::Conversion(err) => err.to_string(),
+            frontend::BindError::Serialization(err) => err.to_string(),
+        };
+        return Err(WireError::Protocol(message));
+    }
+    frontend::describe(b'P', "", buf)?;
+    frontend::execute("", max_rows, buf)?;
+    frontend::sync(buf);
+    Ok(())
+}
+
+impl Connection {
+    /// Reads one request's responses up to ReadyForQuery, keeping at most
+    /// `row_cap` rows (the rest of a simple query's rows are dropped).
+    pub fn read_group(&mut self, row_cap: usize) -> Result<GroupResult, WireError> {
+        let mut result = GroupResult::default();
+        loop {
+            match self.read_message()? {
+                Message::RowDescription(body) => {
+                    let mut fields = body.fields();
+                    result.columns.clear();
+                    while let Some(field) = fields.next().map_err(WireError::Io)? {
+                        result.columns.push(Column {
+                            name: field.name().to_owned(),
+                            type_oid: field.type_oid(),
+                        });
+                    }
+                }
+                Message::DataRow(body) => {
+                    result.rows_seen += 1;
+                    if result.rows.len() < row_cap {
+                        let buffer = body.buffer();
+                        let mut ranges = body.ranges();
+                        let mut row = Vec::with_capacity(result.columns.len());
+                        while let Some(range) = ranges.next().map_err(WireError::Io)? {
+                            row.push(
+                                range.map(|range| {
+                                    String::from_utf8_lossy(&buffer[range]).into_owned()
+                                }),
+                            );
+                        }
+                        result.rows.push(row);
+                    }
+                }
+                Message::CommandComplete(body) => {
+                    result.command_tag = Some(body.tag().map_err(WireError::Io)?.to_owned());
+                }
+                Message::PortalSuspended => result.suspended = true,
+                Message::ErrorResponse(body) => {
+                    // The first error is the one that matters; the server
+                    // skips the rest of the request until Sync.
+                    if result.error.is_none() {
+                        result.error = Some(db_error(&body)?);
+                    }
+                }
+                Message::ReadyForQuery(body) => {
+                    result.transaction_status = body.status();
+                    return Ok(result);
+                }
+                Message::ParseComplete
+                | Message::BindComplete
+                | Message::NoData
+                | Message::EmptyQueryResponse
+                | Message::ParameterDescription(_)
+                | Message::CloseComplete
+                | Message::NoticeResponse(_)
+                | Message::ParameterStatus(_)
+                | Message::NotificationResponse(_) => {}
+                Message::CopyInResponse(_) | Message::CopyOutResponse(_) => {
+                    // COPY is refused by the policy before it gets here;
+                    // if it ever does, the connection's state is unknown.
+                    self.mark_broken();
+                    return Err(WireError::Protocol("unexpected COPY".into()));
+                }
+                _ => {
+                    self.mark_broken();
+                    return Err(WireError::Protocol("unexpected message".into()));
+                }
+            }
+        }
+    }
+}
+
+impl From<io::Error> for DbError {
+    fn from(err: io::Error) -> Self {
+        DbError {
+            code: "08006".into(),
+            message: err.to_string(),
+            ..DbError::default()
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! A throwaway cluster set up for delegation tests: a NOINHERIT service
+//! account, delegated roles, a table under row-level security, and a host
+//! with the real PostgreSQL plugin behind the test IdP.
+
+use serde_json::{json, Value};
+
+use crate::host::Host;
+use crate::idp::TestIdp;
+use crate::paths::{plugin_dir, plugin_library};
+use crate::pg::Cluster;
+
+pub const FIXTURE_SQL: &str = r#"
+CREATE ROLE mcp_service LOGIN NOINHERIT PASSWORD 'service-pass';
+CREATE ROLE reader NOLOGIN;
+CREATE ROLE writer NOLOGIN;
+CREATE ROLE nobody NOLOGIN;
+CREATE ROLE "DOMAIN\odd ""user""" NOLOGIN;
+GRANT reader, writer, nobody, "DOMAIN\odd ""user""" TO mcp_service;
+CREATE TABLE notes (
+    id serial PRIMARY KEY,
+    owner text NOT NULL DEFAULT current_user,
+    body text NOT NULL CHECK (length(body) < 1000),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE notes IS 'Notes, one owner each';
+COMMENT ON COLUMN notes.body IS 'The note text';
+CREATE INDEX notes_owner_idx ON notes (owner);
+ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_rows ON notes USING (owner = current_user) WITH CHECK (owner = current_user);
+GRANT SELECT ON notes TO reader, "DOMAIN\odd ""user""";
+GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO writer;
+GRANT USAGE ON SEQUENCE notes_id_seq TO writer;
+INSERT INTO notes (owner, body) VALUES
+  ('reader', 'reader note 1'), ('reader', 'reader note 2'),
+  ('writer', 'writer note'), ('nobody', 'nobody note'),
+  ('DOMAIN\odd "user"', 'odd note');
+CREATE TABLE secrets (id int PRIMARY KEY, value text);
+INSERT INTO secrets VALUES (1, 'top secret');
+CREATE VIEW reader_view AS SELECT id, body FROM notes;
+GRANT SELECT ON reader_view TO reader;
+CREATE TABLE orders (id int PRIMARY KEY, note_id int REFERENCES notes(id), amount numeric(10,2));
+GRANT SELECT ON orders TO reader;
+INSERT INTO orders VALUES (1, 1, 10.50), (2, 2, 20.25), (3, 1, 5.00);
+"#;
+
+/// Everything a delegation test needs.
+pub struct Delegated {
+    pub cluster: Cluster,
+    pub idp: TestIdp,
+    pub host: Host,
+    _plugins: tempfile::TempDir,
+}
+
+/// A module entry for `cluster` as the service account.
+pub fn module_entry(cluster: &Cluster, extra: Value) -> Value {
+    let mut entry = json!({
+        "host": "127.0.0.1", "port": cluster.port, "database": "postgres",
+        "user": "mcp_service", "password": "service-pass",
+        "options": {"ssl": false},
+        "pool": {"max": 4, "min": 0, "idleTimeoutMillis": 30000, "connectionTimeoutMillis": 3000}
+    });
+    if let (Some(entry), Value::Object(extra)) = (entry.as_object_mut(), extra) {
+        entry.extend(extra);
+    }
+    entry
+}
+
+pub fn auth_section(idp: &TestIdp) -> Value {
+    json!({"trustedIDPs": [{"name": "requestor-jwt", "issuer": idp.issuer,
+        "audience": "mcp-oauth", "jwksUri": idp.jwks_uri()}]})
+}
+
+impl Delegated {
+    /// One cluster with the fixture, one `postgresql1` module.
+    pub fn start(module_extra: Value) -> Self {
+        let cluster = Cluster::start();
+        cluster.exec("postgres", FIXTURE_SQL);
+        let idp = TestIdp::start();
+        let plugins = plugin_dir(&[plugin_library("mcp_delegate_postgresql")]);
+        let config = json!({
+            "auth": auth_section(&idp),
+            "delegation": {"modules": {"postgresql1": module_entry(&cluster, module_extra)}}
+        });
+        let host = Host::start(&config, plugins.path());
+        Self {
+            cluster,
+            idp,
+            host,
+            _plugins: plugins,
+        }
+    }
+
+    /// A token for database identity `identity` with delegated roles.
+    pub fn token(&self, identity: &str, roles: &[&str]) -> String {
+        let mut all = vec!["user"];
+        all.extend_from_slice(roles);
+        self.idp.mint(
+            identity,
+            "mcp-oauth",
+            json!({"legacy_name": identity, "roles": all}),
+        )
+    }
+
+    /// `sql1-delegate` as `token`: the tool result.
+    pub fn query_as(&mut self, token: &str, sql: &str, params: Value) -> Value {
+        self.host.bearer = Some(token.to_owned());
+        self.host.call_tool(
+            "sql1-delegate",
+            json!({"action": "query", "sql": sql, "params": params}),
+        )
+    }
+}
+
+/// The rows of a successful result.
+pub fn rows(result: &Value) -> Vec<Value> {
+    assert_eq!(result["isError"], false, "expected success: {result}");
+    result["structuredContent"]["rows"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}

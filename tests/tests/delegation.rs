@@ -1,0 +1,108 @@
+//! Delegated execution against a real cluster: identities, RLS, roles.
+
+use mcp_delegate_tests::host::Host;
+use mcp_delegate_tests::pgfixture::{rows, Delegated};
+use serde_json::json;
+
+#[test]
+fn each_user_sees_exactly_their_rows_as_their_own_role() {
+    let mut db = Delegated::start(json!({}));
+    let reader = db.token("reader", &["sql-read"]);
+    let writer = db.token("writer", &["sql-read", "sql-write"]);
+    let nobody = db.token("nobody", &[]);
+    let odd = db.token("DOMAIN\\odd \"user\"", &[]);
+
+    let seen = rows(&db.query_as(
+        &reader,
+        "SELECT body, current_user AS me FROM notes ORDER BY id",
+        json!([]),
+    ));
+    assert_eq!(
+        seen,
+        [
+            json!({"body": "reader note 1", "me": "reader"}),
+            json!({"body": "reader note 2", "me": "reader"})
+        ]
+    );
+    let seen = rows(&db.query_as(
+        &odd,
+        "SELECT body, current_user AS me FROM notes",
+        json!([]),
+    ));
+    assert_eq!(
+        seen,
+        [json!({"body": "odd note", "me": "DOMAIN\\odd \"user\""})]
+    );
+    let seen = rows(&db.query_as(&writer, "SELECT body FROM notes", json!([])));
+    assert_eq!(seen, [json!({"body": "writer note"})]);
+
+    // No grant: PostgreSQL says no, as that user.
+    let error = Host::tool_error(&db.query_as(&nobody, "SELECT * FROM notes", json!([])));
+    assert_eq!(error["error"], "DATABASE_ERROR");
+    assert_eq!(error["sqlstate"], "42501");
+    assert!(!error.to_string().contains("mcp_service"), "{error}");
+
+    // Writes need sql-write; RLS still applies to them.
+    let error = Host::tool_error(&db.query_as(
+        &reader,
+        "INSERT INTO notes (body) VALUES ($1)",
+        json!(["x"]),
+    ));
+    assert_eq!(error["error"], "SQL_NOT_PERMITTED");
+    assert_eq!(error["requiredRole"], "sql-write");
+    assert_eq!(error["statementKind"], "INSERT");
+    let result = db.query_as(
+        &writer,
+        "INSERT INTO notes (body) VALUES ($1)",
+        json!(["fresh"]),
+    );
+    assert_eq!(
+        result["structuredContent"],
+        json!({"rowCount": 1, "command": "INSERT", "message": "Successfully inserted 1 row"})
+    );
+    let result = db.query_as(&writer, "UPDATE notes SET body = body || '!'", json!([]));
+    assert_eq!(
+        result["structuredContent"]["message"],
+        "Successfully updated 2 rows"
+    );
+    let error = Host::tool_error(&db.query_as(
+        &writer,
+        "INSERT INTO notes (owner, body) VALUES ('reader', 'forged')",
+        json!([]),
+    ));
+    assert_eq!(error["sqlstate"], "42501", "{error}");
+    let owners = db.cluster.query_texts(
+        "postgres",
+        "SELECT owner || ':' || body FROM notes ORDER BY id",
+    );
+    assert!(owners.contains(&"writer:fresh!".to_owned()), "{owners:?}");
+    assert!(!owners.iter().any(|row| row.contains("forged")));
+}
+
+#[test]
+fn parameters_are_untyped_like_node_postgres_and_counted() {
+    let mut db = Delegated::start(json!({}));
+    let reader = db.token("reader", &["sql-read"]);
+    let seen = rows(&db.query_as(&reader, "SELECT body FROM notes WHERE id = $1", json!([1])));
+    assert_eq!(seen, [json!({"body": "reader note 1"})]);
+    let seen = rows(&db.query_as(
+        &reader,
+        "SELECT count(*) AS n FROM notes WHERE created_at > $1 AND body LIKE $2",
+        json!(["2000-01-01", "reader%"]),
+    ));
+    assert_eq!(seen, [json!({"n": "2"})]);
+    let seen = rows(&db.query_as(
+        &reader,
+        "SELECT $1::int + 1 AS n, $2::bool AS b, $3::text IS NULL AS z",
+        json!([41, true, null]),
+    ));
+    assert_eq!(seen, [json!({"n": 42, "b": true, "z": true})]);
+    let error = Host::tool_error(&db.query_as(&reader, "SELECT $1, $2", json!([1])));
+    assert_eq!(error["error"], "SQL_PARAMETER_COUNT");
+    assert_eq!(
+        (error["expected"].as_u64(), error["given"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let error = Host::tool_error(&db.query_as(&reader, "SELECT 1", json!([1])));
+    assert_eq!(error["error"], "SQL_PARAMETER_COUNT");
+}
