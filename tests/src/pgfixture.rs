@@ -36,8 +36,15 @@ INSERT INTO notes (owner, body) VALUES
   ('DOMAIN\odd "user"', 'odd note');
 CREATE TABLE secrets (id int PRIMARY KEY, value text);
 INSERT INTO secrets VALUES (1, 'top secret');
-CREATE VIEW reader_view AS SELECT id, body FROM notes;
+CREATE VIEW reader_view WITH (security_invoker = true) AS SELECT id, body FROM notes;
+COMMENT ON VIEW reader_view IS 'Notes without owners';
 GRANT SELECT ON reader_view TO reader;
+CREATE TYPE mood AS ENUM ('sad', 'happy');
+CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+CREATE MATERIALIZED VIEW note_count AS SELECT count(*) AS n FROM notes;
+GRANT SELECT ON note_count TO reader;
+CREATE TABLE events (id int, at date) PARTITION BY RANGE (at);
+GRANT SELECT ON events TO reader;
 CREATE TABLE orders (id int PRIMARY KEY, note_id int REFERENCES notes(id), amount numeric(10,2));
 GRANT SELECT ON orders TO reader;
 INSERT INTO orders VALUES (1, 1, 10.50), (2, 2, 20.25), (3, 1, 5.00);

@@ -115,12 +115,16 @@ fn seed_dual_config_gives_each_module_its_own_pool_and_prefixed_tools() {
     assert_eq!(first, ["mcp-delegate/postgresql1 as mcp_service"]);
     assert_eq!(second, ["mcp-delegate/postgresql2 as mcp_analytics"]);
 
-    // The tools exist but delegated execution is the next issue's work.
+    // Without authentication there is no delegated identity, and the
+    // module never falls back to its service account.
     let result = host.call_tool(
         "sql1-delegate",
         json!({"action": "query", "sql": "SELECT 1"}),
     );
-    assert_eq!(Host::tool_error(&result)["error"], "NOT_IMPLEMENTED");
+    assert_eq!(
+        Host::tool_error(&result)["error"],
+        "DELEGATED_IDENTITY_MISSING"
+    );
 
     // One database down: only its module is unhealthy; back up: healed.
     analytics.stop();

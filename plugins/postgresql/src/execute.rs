@@ -73,6 +73,33 @@ pub fn connection_lost(error: &WireError) -> ToolError {
     )
 }
 
+/// [`run`] on a pooled connection. A read that finds its connection dead
+/// (the database restarted since it was opened) is retried once on a fresh
+/// one; a write is not, since it may have run.
+pub fn run_pooled(
+    pool: &crate::pool::PgPool,
+    delegation: &Delegation<'_>,
+    sql: &str,
+    params: &[Option<&str>],
+    max_rows: u64,
+) -> Result<(Outcome, crate::pool::PooledConnection), ToolError> {
+    let mut connection = pool.get()?;
+    match run(&mut connection, delegation, sql, params, max_rows) {
+        Err(error)
+            if delegation.read_only
+                && connection.is_broken()
+                && error.error == codes::DATABASE_UNAVAILABLE =>
+        {
+            drop(connection);
+            let mut fresh = pool.get()?;
+            let outcome = run(&mut fresh, delegation, sql, params, max_rows)?;
+            Ok((outcome, fresh))
+        }
+        Err(error) => Err(error),
+        Ok(outcome) => Ok((outcome, connection)),
+    }
+}
+
 /// Runs `sql` as `delegation.identity` and returns at most `max_rows` rows.
 pub fn run(
     connection: &mut Connection,

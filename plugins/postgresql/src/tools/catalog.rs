@@ -113,19 +113,13 @@ fn catalog_query(
 ) -> Result<Vec<Vec<Option<String>>>, ToolError> {
     let identity = identity(context)?;
     module.ensure_service_account_safe()?;
-    let mut connection = module.pool.get()?;
     let delegation = Delegation {
         identity,
         read_only: true,
         statement_timeout_ms: module.config.statement_timeout_millis,
     };
-    let outcome = execute::run(
-        &mut connection,
-        &delegation,
-        sql,
-        params,
-        u64::from(u32::MAX),
-    )?;
+    let (outcome, _connection) =
+        execute::run_pooled(&module.pool, &delegation, sql, params, u64::from(u32::MAX))?;
     Ok(outcome.result.rows)
 }
 

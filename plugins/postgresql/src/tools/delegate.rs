@@ -128,15 +128,14 @@ pub fn run(
         .with("given", params.len()));
     }
     module.ensure_service_account_safe()?;
-    let mut connection = module.pool.get()?;
     let delegation = Delegation {
         identity,
         read_only: verdict.class == StatementClass::Read,
         statement_timeout_ms: module.config.statement_timeout_millis,
     };
     let param_refs: Vec<Option<&str>> = params.iter().map(Option::as_deref).collect();
-    let outcome = execute::run(
-        &mut connection,
+    let (outcome, mut connection) = execute::run_pooled(
+        &module.pool,
         &delegation,
         sql,
         &param_refs,

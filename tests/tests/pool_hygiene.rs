@@ -1,0 +1,122 @@
+//! Nothing one user does survives into another user's use of a pooled
+//! connection; a dead database affects only its own module and heals.
+
+use mcp_delegate_tests::host::Host;
+use mcp_delegate_tests::idp::TestIdp;
+use mcp_delegate_tests::paths::{plugin_dir, plugin_library};
+use mcp_delegate_tests::pg::Cluster;
+use mcp_delegate_tests::pgfixture::{auth_section, module_entry, rows, Delegated, FIXTURE_SQL};
+use serde_json::{json, Value};
+
+const PROBE: &str = "SELECT current_user AS u, current_setting('search_path') AS p, \
+    current_setting('statement_timeout') AS t, current_setting('DateStyle') AS ds, \
+    current_setting('application_name') AS app";
+
+const TRICKS: &[&str] = &[
+    "SELECT set_config('search_path', 'pg_temp, evil', false)",
+    "SET search_path = evil",
+    "SET ROLE writer",
+    "SET SESSION AUTHORIZATION writer",
+    "SELECT set_config('role', 'reader', false)",
+    "RESET ROLE",
+    "SELECT pg_advisory_lock(7)",
+    "SET statement_timeout = 1",
+];
+
+#[test]
+fn three_users_over_two_connections_never_see_each_others_settings() {
+    let mut db =
+        Delegated::start(json!({"pool": {"max": 2, "min": 2, "connectionTimeoutMillis": 5000}}));
+    let users = [
+        ("reader", db.token("reader", &["sql-read"])),
+        ("writer", db.token("writer", &["sql-read", "sql-write"])),
+        (
+            "DOMAIN\\odd \"user\"",
+            db.token("DOMAIN\\odd \"user\"", &[]),
+        ),
+    ];
+    let expected = |user: &str| json!({"u": user, "p": "\"$user\", public", "t": "30s", "ds": "ISO, YMD", "app": "mcp-delegate/postgresql1"});
+    let mut calls = 0;
+    let mut round = 0;
+    while calls < 2000 {
+        for (index, (user, token)) in users.iter().enumerate() {
+            // The writer is the attacker: every other call is a trick.
+            if index == 1 && round % 2 == 0 {
+                let trick = TRICKS[(round / 2) % TRICKS.len()];
+                let result = db.query_as(token, trick, json!([]));
+                assert_eq!(result["isError"], true, "{trick} must be refused: {result}");
+            } else {
+                let result = db.query_as(token, PROBE, json!([]));
+                assert_eq!(rows(&result), [expected(user)], "call {calls}");
+            }
+            calls += 1;
+        }
+        round += 1;
+    }
+    // Writes by the writer commit, and still leave nothing behind.
+    let writer = users[1].1.clone();
+    let result = db.query_as(
+        &writer,
+        "UPDATE notes SET body = body WHERE owner = current_user",
+        json!([]),
+    );
+    assert_eq!(result["structuredContent"]["rowCount"], 1, "{result}");
+    let result = db.query_as(&users[0].1, PROBE, json!([]));
+    assert_eq!(rows(&result), [expected("reader")]);
+    let locks = db.cluster.query_texts(
+        "postgres",
+        "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory'",
+    );
+    assert_eq!(locks, ["0"]);
+}
+
+#[test]
+fn a_stopped_database_fails_only_its_own_tools_and_heals_on_restart() {
+    let primary = Cluster::start();
+    primary.exec("postgres", FIXTURE_SQL);
+    let analytics = Cluster::start();
+    analytics.exec("postgres", FIXTURE_SQL);
+    let idp = TestIdp::start();
+    let plugins = plugin_dir(&[plugin_library("mcp_delegate_postgresql")]);
+    let config = json!({
+        "auth": auth_section(&idp),
+        "delegation": {"modules": {
+            "postgresql1": module_entry(&primary, json!({})),
+            "postgresql2": module_entry(&analytics, json!({}))
+        }}
+    });
+    let mut host = Host::start(&config, plugins.path());
+    host.bearer = Some(idp.mint(
+        "reader",
+        "mcp-oauth",
+        json!({"legacy_name": "reader", "roles": ["user", "sql-read"]}),
+    ));
+    let count = |host: &mut Host, tool: &str| -> Value {
+        host.call_tool(
+            tool,
+            json!({"action": "query", "sql": "SELECT count(*) AS n FROM notes"}),
+        )
+    };
+    assert_eq!(
+        count(&mut host, "sql1-delegate")["structuredContent"]["rows"][0]["n"],
+        "2"
+    );
+    assert_eq!(
+        count(&mut host, "sql2-delegate")["structuredContent"]["rows"][0]["n"],
+        "2"
+    );
+
+    analytics.stop();
+    let error = Host::tool_error(&count(&mut host, "sql2-delegate"));
+    assert_eq!(error["error"], "DATABASE_UNAVAILABLE", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("postgresql2"),
+        "{error}"
+    );
+    assert_eq!(count(&mut host, "sql1-delegate")["isError"], false);
+
+    analytics.restart();
+    let healed = count(&mut host, "sql2-delegate");
+    assert_eq!(healed["isError"], false, "{healed}");
+    assert_eq!(healed["structuredContent"]["rows"][0]["n"], "2");
+}
