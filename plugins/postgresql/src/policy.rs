@@ -436,6 +436,37 @@ mod tests {
     }
 
     #[test]
+    fn statement_classes_the_issue_list_left_open() {
+        for never in [
+            "PREPARE p AS SELECT 1",
+            "EXECUTE p",
+            "DEALLOCATE p",
+            "DECLARE c CURSOR FOR SELECT 1",
+            "FETCH 1 FROM c",
+            "MOVE 1 IN c",
+            "CLOSE c",
+        ] {
+            assert_eq!(class_of(never), Err(codes::SQL_NOT_PERMITTED), "{never}");
+        }
+        for admin in [
+            "VACUUM t",
+            "ANALYZE t",
+            "CLUSTER t USING i",
+            "REINDEX TABLE t",
+            "REFRESH MATERIALIZED VIEW m",
+            "CHECKPOINT",
+            "CREATE INDEX ON t (a)",
+            "COMMENT ON TABLE t IS 'x'",
+            "CALL p()",
+        ] {
+            assert_eq!(class_of(admin), Ok(StatementClass::Admin), "{admin}");
+        }
+        assert_eq!(class_of("LOCK TABLE t IN SHARE MODE"), Ok(StatementClass::Write));
+        assert_eq!(class_of("EXPLAIN UPDATE t SET a = 1"), Ok(StatementClass::Write));
+        assert_eq!(class_of("   "), Err(codes::SQL_PARSE_ERROR));
+    }
+
+    #[test]
     fn roles_and_parameters() {
         let read_only: Vec<String> = vec![];
         let refusal = check("INSERT INTO t VALUES ($1)", &read_only).unwrap_err();
