@@ -36,6 +36,75 @@ fn run_pg(binary: &str, args: &[&str]) -> Output {
     output.unwrap_or_else(|err| panic!("cannot run {}: {err}", program.display()))
 }
 
+/// A throwaway CA and a server certificate for 127.0.0.1/localhost signed
+/// by it: (ca_pem, cert_pem, key_pem).
+pub fn test_certificates() -> (String, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=mcp-delegate test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.path().join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).expect("read pem");
+    (read("ca.crt"), read("server.crt"), read("server.key"))
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -153,12 +222,46 @@ impl Cluster {
         self.pg_ctl_start();
     }
 
-    /// A superuser connection string (for fixtures, never for the host).
+    /// A superuser connection string over the Unix socket (for fixtures,
+    /// never for the host; works whatever pg_hba says about TCP).
     pub fn admin_url(&self, database: &str) -> String {
         format!(
-            "host=127.0.0.1 port={} user={SUPERUSER} dbname={database}",
+            "host={} port={} user={SUPERUSER} dbname={database}",
+            self.socket_dir().display(),
             self.port
         )
+    }
+
+    /// Turns TLS on with `cert`/`key` (PEM) and refuses non-TLS TCP
+    /// connections; restarts the server.
+    pub fn enable_tls(&self, cert: &str, key: &str) {
+        let data = self.data_dir();
+        std::fs::write(data.join("server.crt"), cert).expect("write cert");
+        std::fs::write(data.join("server.key"), key).expect("write key");
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).expect("conf");
+        conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(data.join("postgresql.conf"), conf).expect("write conf");
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .expect("write hba");
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&data)
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+        let status = Command::new("chmod")
+            .arg("600")
+            .arg(data.join("server.key"))
+            .status()
+            .expect("chmod");
+        assert!(status.success());
+        self.stop();
+        self.restart();
     }
 
     /// Runs SQL (several statements allowed) as the superuser.

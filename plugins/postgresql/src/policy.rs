@@ -461,8 +461,14 @@ mod tests {
         ] {
             assert_eq!(class_of(admin), Ok(StatementClass::Admin), "{admin}");
         }
-        assert_eq!(class_of("LOCK TABLE t IN SHARE MODE"), Ok(StatementClass::Write));
-        assert_eq!(class_of("EXPLAIN UPDATE t SET a = 1"), Ok(StatementClass::Write));
+        assert_eq!(
+            class_of("LOCK TABLE t IN SHARE MODE"),
+            Ok(StatementClass::Write)
+        );
+        assert_eq!(
+            class_of("EXPLAIN UPDATE t SET a = 1"),
+            Ok(StatementClass::Write)
+        );
         assert_eq!(class_of("   "), Err(codes::SQL_PARSE_ERROR));
     }
 

@@ -78,10 +78,9 @@ fn millis_or_unlimited(millis: u64) -> Duration {
 
 impl PgPool {
     pub fn new(instance: &str, config: &PgModuleConfig) -> Result<Self, String> {
-        if matches!(config.options.ssl, Some(ref ssl) if ssl != &serde_json::Value::Bool(false)) {
-            return Err(
-                "options.ssl: TLS connections are not supported by this version yet".into(),
-            );
+        let tls = crate::wire::tls::client_config(config.options.ssl.as_ref())?;
+        if tls.is_some() {
+            crate::wire::tls::server_name(&config.host)?;
         }
         let connect_timeout = (config.pool.connection_timeout_millis > 0)
             .then(|| Duration::from_millis(config.pool.connection_timeout_millis));
@@ -96,6 +95,7 @@ impl PgPool {
             read_timeout: Some(
                 Duration::from_millis(config.statement_timeout_millis) + READ_TIMEOUT_MARGIN,
             ),
+            tls,
         };
         let idle_timeout = match config.pool.idle_timeout_millis {
             0 => None,

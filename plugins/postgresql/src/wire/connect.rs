@@ -3,6 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -23,6 +24,8 @@ pub struct ConnectParams {
     pub connect_timeout: Option<Duration>,
     /// Bounds every wait for the server (beyond statement_timeout).
     pub read_timeout: Option<Duration>,
+    /// TLS settings; `None` = plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for ConnectParams {
@@ -36,21 +39,62 @@ impl std::fmt::Debug for ConnectParams {
     }
 }
 
-pub struct Stream(TcpStream);
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
+        match self {
+            Stream::Plain(tcp) => tcp.read(buf),
+            Stream::Tls(tls) => tls.read(buf),
+        }
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        match self {
+            Stream::Plain(tcp) => tcp.write(buf),
+            Stream::Tls(tls) => tls.write(buf),
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        match self {
+            Stream::Plain(tcp) => tcp.flush(),
+            Stream::Tls(tls) => tls.flush(),
+        }
     }
+}
+
+/// SSLRequest, then the TLS handshake (rustls drives it on first use).
+fn start_tls(
+    mut tcp: TcpStream,
+    config: Arc<rustls::ClientConfig>,
+    host: &str,
+) -> Result<Stream, WireError> {
+    let mut request = BytesMut::new();
+    frontend::ssl_request(&mut request);
+    tcp.write_all(&request)?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer)?;
+    if answer[0] != b'S' {
+        return Err(WireError::Protocol(
+            "the server does not accept TLS connections, and options.ssl requires TLS".into(),
+        ));
+    }
+    let name = super::tls::server_name(host).map_err(WireError::Protocol)?;
+    let mut connection = rustls::ClientConnection::new(config, name)
+        .map_err(|err| WireError::Protocol(format!("TLS: {err}")))?;
+    while connection.is_handshaking() {
+        connection
+            .complete_io(&mut tcp)
+            .map_err(|err| WireError::Protocol(format!("TLS handshake failed: {err}")))?;
+    }
+    Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(
+        connection, tcp,
+    ))))
 }
 
 fn open_tcp(params: &ConnectParams) -> io::Result<TcpStream> {
@@ -74,8 +118,12 @@ impl Connection {
         let tcp = open_tcp(params)?;
         tcp.set_nodelay(true)?;
         tcp.set_read_timeout(params.read_timeout)?;
+        let stream = match &params.tls {
+            Some(config) => start_tls(tcp, config.clone(), &params.host)?,
+            None => Stream::Plain(tcp),
+        };
         let mut connection = Connection {
-            stream: Stream(tcp),
+            stream,
             read_buf: BytesMut::with_capacity(16 * 1024),
             write_buf: BytesMut::with_capacity(4 * 1024),
             broken: false,

@@ -11,6 +11,7 @@
 
 mod connect;
 mod message;
+pub mod tls;
 
 use std::time::Instant;
 
