@@ -27,7 +27,9 @@ fn the_demo_prints_tokens_and_curl_commands_that_work_and_cleans_up() {
             }
         }
     });
-    let printed = rx.recv_timeout(Duration::from_secs(120)).expect("the demo got ready");
+    let printed = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the demo got ready");
     assert!(printed.contains("valid for 8 hours"), "{printed}");
     // The printed text is a shell script: exports, then curl commands.
     let mut script = String::from("set -e\n");
@@ -44,8 +46,16 @@ fn the_demo_prints_tokens_and_curl_commands_that_work_and_cleans_up() {
         }
     }
     assert_eq!(outputs, 3, "{printed}");
-    let out = Command::new("bash").arg("-c").arg(&script).output().expect("run bash");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("run bash");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let answers: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -54,14 +64,30 @@ fn the_demo_prints_tokens_and_curl_commands_that_work_and_cleans_up() {
     let tools = answers[0]["result"]["tools"].as_array().expect("tools");
     assert_eq!(tools.len(), 8);
     let revenue = &answers[1]["result"]["structuredContent"]["rows"];
-    let names: Vec<&str> = revenue.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = revenue
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     let mut names = names.clone();
     names.sort();
-    assert_eq!(names, ["Acme Corp", "Globex"], "alice sees only her customers: {}", answers[1]);
-    assert_eq!(answers[2]["result"]["structuredContent"]["primaryKey"], serde_json::json!(["date", "region"]));
+    assert_eq!(
+        names,
+        ["Acme Corp", "Globex"],
+        "alice sees only her customers: {}",
+        answers[1]
+    );
+    assert_eq!(
+        answers[2]["result"]["structuredContent"]["primaryKey"],
+        serde_json::json!(["date", "region"])
+    );
 
     // Ctrl-C: everything stops and the temporary data goes away.
-    let status = Command::new("kill").args(["-INT", &demo.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -71,5 +97,7 @@ fn the_demo_prints_tokens_and_curl_commands_that_work_and_cleans_up() {
         assert!(Instant::now() < deadline, "the demo did not stop on Ctrl-C");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(!mcp_delegate_tests::paths::workspace_root().join("target/demo").exists());
+    assert!(!mcp_delegate_tests::paths::workspace_root()
+        .join("target/demo")
+        .exists());
 }

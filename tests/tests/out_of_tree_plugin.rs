@@ -12,9 +12,16 @@ use serde_json::json;
 #[test]
 fn a_module_built_outside_the_workspace_loads_through_config_alone() {
     let root = workspace_root();
-    let crate_dir = tempfile::Builder::new().prefix("my-module-").tempdir().unwrap();
+    let crate_dir = tempfile::Builder::new()
+        .prefix("my-module-")
+        .tempdir()
+        .unwrap();
     std::fs::create_dir_all(crate_dir.path().join("src")).unwrap();
-    std::fs::copy(root.join("plugins/echo/src/lib.rs"), crate_dir.path().join("src/lib.rs")).unwrap();
+    std::fs::copy(
+        root.join("plugins/echo/src/lib.rs"),
+        crate_dir.path().join("src/lib.rs"),
+    )
+    .unwrap();
     // What an author writes: a standalone cdylib crate against plugin-api.
     let manifest = format!(
         r#"[package]
@@ -49,7 +56,11 @@ panic = "unwind"
     assert!(status.success(), "the out-of-tree module did not build");
 
     let plugins = tempfile::tempdir().unwrap();
-    std::fs::copy(target.join("debug/libmy_module.so"), plugins.path().join("libmy_module.so")).unwrap();
+    std::fs::copy(
+        target.join("debug/libmy_module.so"),
+        plugins.path().join("libmy_module.so"),
+    )
+    .unwrap();
     let config = json!({"delegation": {"modules": {"echo7": {"greeting": "built elsewhere"}}}});
     let mut host = Host::start(&config, plugins.path());
     let result = host.call_tool("echo7-echo", json!({"message": "hello"}));

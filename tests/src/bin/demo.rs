@@ -83,7 +83,13 @@ INSERT INTO daily_sales
 GRANT SELECT ON regions, daily_sales TO alice, bob, carol;
 "#;
 
-fn module(cluster: &Cluster, comment: &str, database: &str, audience: &str, idp: &TestIdp) -> Value {
+fn module(
+    cluster: &Cluster,
+    comment: &str,
+    database: &str,
+    audience: &str,
+    idp: &TestIdp,
+) -> Value {
     json!({
         "_comment": comment,
         "host": "127.0.0.1", "port": cluster.port, "database": database,
@@ -146,7 +152,10 @@ fn main() {
     let url = host.mcp_url();
     let now = mcp_delegate_tests::idp::now();
     println!("\nmcp-delegate is serving at {url}");
-    println!("Its config (yours to read and adapt): {}\n", config_path.display());
+    println!(
+        "Its config (yours to read and adapt): {}\n",
+        config_path.display()
+    );
     println!("Bearer tokens, valid for {TOKEN_HOURS} hours:");
     for (user, what, role, _) in USERS {
         let token = idp.mint(
@@ -154,7 +163,10 @@ fn main() {
             "mcp-oauth",
             json!({"roles": [role], "exp": now + TOKEN_HOURS * 3600, "preferred_username": user}),
         );
-        println!("export TOKEN_{}={token}   # {user}: {what}", user.to_uppercase());
+        println!(
+            "export TOKEN_{}={token}   # {user}: {what}",
+            user.to_uppercase()
+        );
     }
     let curl = |token: &str, body: &str| {
         format!(
@@ -163,7 +175,13 @@ fn main() {
              -d '{body}'"
         )
     };
-    println!("\nList the tools:\n{}", curl("TOKEN_ALICE", r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#));
+    println!(
+        "\nList the tools:\n{}",
+        curl(
+            "TOKEN_ALICE",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#
+        )
+    );
     println!(
         "\nQuery the primary database as alice (row-level security shows only her customers):\n{}",
         curl(
