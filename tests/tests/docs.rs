@@ -33,13 +33,11 @@ fn code_keys(source: &str) -> Vec<String> {
             continue;
         }
         if let Some(field) = line.strip_prefix("pub ").and_then(|l| l.split(':').next()) {
-            if field.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            let is_field = field.chars().all(|c| c.is_ascii_lowercase() || c == '_')
                 && line.contains(':')
-                && !line.contains('(')
-            {
-                if !flatten {
-                    keys.push(rename.take().unwrap_or_else(|| camel_case(field)));
-                }
+                && !line.contains('(');
+            if is_field && !flatten {
+                keys.push(rename.take().unwrap_or_else(|| camel_case(field)));
             }
         }
         if !line.starts_with("///") {
