@@ -19,7 +19,23 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// glibc gives every thread that allocates its own arena; with one blocking
+/// thread per concurrent tool call that multiplies resident memory for no
+/// speed (measured: peak 64 → 47 MiB at 64 clients). Two arenas suffice.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only adjusts allocator parameters; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = cli::Cli::parse();
     logging::init();
     match cli.command {

@@ -55,6 +55,17 @@ impl Host {
     /// Tests that are not about authentication run with `auth.mode: "none"`
     /// unless their config says otherwise.
     pub fn start_with(config: &Value, plugin_dir: &Path, extra_args: &[&str]) -> Self {
+        Self::start_logging(config, plugin_dir, extra_args, "info")
+    }
+
+    /// As [`Host::start_with`], with a `RUST_LOG` filter (the fixture needs
+    /// the startup line of `mcp_delegate::serve` at info).
+    pub fn start_logging(
+        config: &Value,
+        plugin_dir: &Path,
+        extra_args: &[&str],
+        filter: &str,
+    ) -> Self {
         let mut config = config.clone();
         if config.get("auth").is_none() {
             config["auth"] = json!({"mode": "none"});
@@ -67,7 +78,7 @@ impl Host {
             .arg(plugin_dir)
             .args(["--port", "0"])
             .args(extra_args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -230,6 +241,10 @@ impl Host {
             .expect("GET");
         let status = response.status().as_u16();
         (status, response.json().unwrap_or(Value::Null))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn is_running(&mut self) -> bool {

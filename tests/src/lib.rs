@@ -3,6 +3,7 @@
 //! and plugin directories holding the real plugin libraries ([`paths`]).
 //! Nothing here mocks the host or the database.
 
+pub mod bench;
 pub mod host;
 pub mod idp;
 pub mod paths;

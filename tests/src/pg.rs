@@ -171,7 +171,7 @@ impl Cluster {
 
     fn pg_ctl_start(&self) {
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=60",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=250",
             self.port,
             self.socket_dir().display()
         );

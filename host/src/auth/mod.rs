@@ -20,8 +20,9 @@ use crate::config::{IdpUse, ModuleEntry};
 pub use verify::TokenRejection;
 use verify::{unverified_issuer_and_audience, IdpRuntime};
 
-/// Verified-token cache size (entries). Each is a few hundred bytes.
-const VERIFIED_TOKEN_CACHE_ENTRIES: usize = 50_000;
+/// Verified-token cache size (entries). An entry holds the token's claims
+/// (about 1-2 KiB), so this bounds the cache near 20 MiB.
+const VERIFIED_TOKEN_CACHE_ENTRIES: usize = 10_000;
 
 /// An authenticated caller, from a verified requestor token.
 #[derive(Debug, Clone)]

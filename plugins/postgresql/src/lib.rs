@@ -36,6 +36,7 @@ pub struct PostgresModule {
     config: PgModuleConfig,
     pool: PgPool,
     types: TypeCache,
+    verdicts: policy::VerdictCache,
     account: Arc<AccountCheck>,
 }
 
@@ -81,6 +82,7 @@ impl ModuleFactory for PostgresFactory {
             config: parsed,
             pool,
             types: TypeCache::default(),
+            verdicts: policy::VerdictCache::default(),
             account: Arc::new(AccountCheck::new()),
         };
         tracing::info!("PostgreSQL connection initialized for {instance_name}");

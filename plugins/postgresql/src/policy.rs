@@ -272,7 +272,15 @@ fn walk(value: &Value, findings: &mut TreeFindings) {
 }
 
 /// Classifies `sql` and checks it against the caller's delegated roles.
+#[cfg(test)]
 pub fn check(sql: &str, delegated_roles: &[String]) -> Result<Verdict, Refusal> {
+    let verdict = analyze(sql)?;
+    authorize(&verdict, delegated_roles)?;
+    Ok(verdict)
+}
+
+/// What a statement is, whoever runs it (cacheable by SQL text).
+pub fn analyze(sql: &str) -> Result<Verdict, Refusal> {
     let parsed = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).map_err(|err| {
         Refusal::new(
             codes::SQL_PARSE_ERROR,
@@ -331,7 +339,45 @@ pub fn check(sql: &str, delegated_roles: &[String]) -> Result<Verdict, Refusal> 
     if findings.creates_table {
         class = class.max(StatementClass::Admin);
     }
-    let parameter_count = findings.parameter_count;
+    Ok(Verdict {
+        class,
+        kind,
+        parameter_count: findings.parameter_count,
+    })
+}
+
+/// Most distinct statements whose analysis is remembered; the cache starts
+/// over when full (agents repeat a small set of statements).
+const VERDICT_CACHE_ENTRIES: usize = 4096;
+
+/// [`analyze`] results by SQL text: parsing and walking the tree is the
+/// policy's cost, and the answer depends on the text alone.
+#[derive(Default)]
+pub struct VerdictCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, Result<Verdict, Refusal>>>,
+}
+
+impl VerdictCache {
+    pub fn analyze(&self, sql: &str) -> Result<Verdict, Refusal> {
+        if let Ok(entries) = self.entries.lock() {
+            if let Some(known) = entries.get(sql) {
+                return known.clone();
+            }
+        }
+        let verdict = analyze(sql);
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= VERDICT_CACHE_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(sql.to_owned(), verdict.clone());
+        }
+        verdict
+    }
+}
+
+/// Whether the delegated roles allow a statement of this class.
+pub fn authorize(verdict: &Verdict, delegated_roles: &[String]) -> Result<(), Refusal> {
+    let (class, kind) = (verdict.class, &verdict.kind);
     let allowed = match class {
         StatementClass::Read => true,
         StatementClass::Write => has_any(delegated_roles, &["sql-write", "sql-admin", "admin"]),
@@ -352,11 +398,7 @@ pub fn check(sql: &str, delegated_roles: &[String]) -> Result<Verdict, Refusal> 
             )
         });
     }
-    Ok(Verdict {
-        class,
-        kind,
-        parameter_count,
-    })
+    Ok(())
 }
 
 fn has_any(roles: &[String], wanted: &[&str]) -> bool {

@@ -114,7 +114,8 @@ pub fn run(
         }
     };
     let identity = identity(context)?;
-    let verdict = policy::check(sql, &context.delegated_roles).map_err(refusal_error)?;
+    let verdict = module.verdicts.analyze(sql).map_err(refusal_error)?;
+    policy::authorize(&verdict, &context.delegated_roles).map_err(refusal_error)?;
     if verdict.parameter_count != params.len() {
         return Err(ToolError::new(
             codes::SQL_PARAMETER_COUNT,

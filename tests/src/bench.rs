@@ -1,0 +1,190 @@
+//! Pieces of the benchmark harness: a keep-alive HTTP load generator with
+//! latency percentiles, pgbench runs, and process memory readings.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One measured cell.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Measurement {
+    pub calls_per_second: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub errors: usize,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// A request to send: URL, headers and body for call number `i`.
+pub type RequestFor = Arc<dyn Fn(usize) -> (String, Vec<(String, String)>, String) + Send + Sync>;
+
+/// Checks one response body; false counts as an error.
+pub type Check = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Runs `clients` keep-alive clients for `duration` (after a short warm-up).
+pub fn http_load(
+    clients: usize,
+    duration: Duration,
+    request_for: RequestFor,
+    check: Check,
+) -> Measurement {
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now() + Duration::from_millis(300);
+    let deadline = start + duration;
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let request_for = request_for.clone();
+            let check = check.clone();
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .expect("client");
+                let mut latencies = Vec::new();
+                let mut errors = 0usize;
+                loop {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let (url, headers, body) = request_for(i);
+                    let mut request = client.post(url).body(body);
+                    for (name, value) in headers {
+                        request = request.header(name, value);
+                    }
+                    let sent = Instant::now();
+                    let ok = match request.send().and_then(|r| r.text()) {
+                        Ok(text) => check(&text),
+                        Err(_) => false,
+                    };
+                    if sent >= start {
+                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                        if !ok {
+                            errors += 1;
+                        }
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for thread in threads {
+        let (latencies, thread_errors) = thread.join().expect("load thread");
+        all.extend(latencies);
+        errors += thread_errors;
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    Measurement {
+        calls_per_second: all.len() as f64 / duration.as_secs_f64(),
+        p50_ms: percentile(&all, 0.50),
+        p95_ms: percentile(&all, 0.95),
+        p99_ms: percentile(&all, 0.99),
+        errors,
+    }
+}
+
+/// pgbench with a custom script: transactions per second and latency
+/// percentiles (from its per-transaction log).
+pub fn pgbench(
+    bin_dir: &Path,
+    port: u16,
+    user: &str,
+    database: &str,
+    script: &str,
+    clients: usize,
+    duration: Duration,
+) -> Measurement {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script_path = dir.path().join("script.sql");
+    std::fs::write(&script_path, script).expect("script");
+    let out = Command::new(bin_dir.join("pgbench"))
+        .current_dir(dir.path())
+        .args(["-n", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", user])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(2).to_string(),
+        ])
+        .args(["-T", &duration.as_secs().to_string(), "-l", "-f"])
+        .arg(&script_path)
+        .arg(database)
+        .output()
+        .expect("run pgbench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps ="))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let mut latencies = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).expect("log dir").flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("pgbench_log")
+        {
+            let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            latencies.extend(
+                log.lines()
+                    .filter_map(|l| l.split_whitespace().nth(2))
+                    .filter_map(|us| us.parse::<f64>().ok())
+                    .map(|us| us / 1000.0),
+            );
+        }
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    Measurement {
+        calls_per_second: tps,
+        p50_ms: percentile(&latencies, 0.50),
+        p95_ms: percentile(&latencies, 0.95),
+        p99_ms: percentile(&latencies, 0.99),
+        errors: usize::from(!out.status.success()),
+    }
+}
+
+/// (resident now, peak resident) of a process, in MiB.
+pub fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Resident memory of a process and all its descendants (npm launchers
+/// start the real server as a child), in MiB: (now, peak).
+pub fn tree_memory_mib(pid: u32) -> (f64, f64) {
+    let mut total = memory_mib(pid);
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for child in children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+    {
+        let (now, peak) = tree_memory_mib(child);
+        total.0 += now;
+        total.1 += peak;
+    }
+    total
+}
