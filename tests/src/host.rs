@@ -46,6 +46,28 @@ pub fn run_to_exit(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Serves `config` (written to a temp file) with plugins from `plugin_dir`
+/// until the host exits on its own: for startup failures.
+pub fn serve_to_exit(
+    config: &Value,
+    plugin_dir: &Path,
+    extra_args: &[&str],
+) -> (i32, String, String) {
+    let file = config_file(config);
+    let config_path = file.path().to_str().expect("utf-8 path").to_owned();
+    let plugin_path = plugin_dir.to_str().expect("utf-8 path").to_owned();
+    let mut args = vec![
+        "--config",
+        &config_path,
+        "--plugin-dir",
+        &plugin_path,
+        "--port",
+        "0",
+    ];
+    args.extend_from_slice(extra_args);
+    run_to_exit(&args)
+}
+
 impl Host {
     /// Starts the host on a free port; returns once it listens.
     pub fn start(config: &Value, plugin_dir: &Path) -> Self {

@@ -314,19 +314,8 @@ fn a_token_without_a_required_scope_gets_403_insufficient_scope() {
 #[test]
 fn configs_without_auth_or_with_auth_off_on_a_public_address_are_refused() {
     let plugins = plugin_dir(&[plugin_library("mcp_delegate_echo")]);
-    let plugin_path = plugins.path().to_str().unwrap().to_owned();
     let run = |config: Value, extra: &[&str]| {
-        let file = mcp_delegate_tests::host::config_file(&config);
-        let mut args = vec![
-            "--config",
-            file.path().to_str().unwrap(),
-            "--plugin-dir",
-            &plugin_path,
-            "--port",
-            "0",
-        ];
-        args.extend_from_slice(extra);
-        mcp_delegate_tests::host::run_to_exit(&args)
+        mcp_delegate_tests::host::serve_to_exit(&config, plugins.path(), extra)
     };
     let (code, _, stderr) = run(json!({"delegation": {"modules": {"echo": {}}}}), &[]);
     assert_eq!(code, 2);

@@ -104,15 +104,8 @@ fn an_unresolved_secret_stops_startup_with_the_field_path() {
     let plugins = plugin_dir(&[plugin_library("mcp_delegate_echo")]);
     let config =
         json!({"delegation": {"modules": {"echo1": {"greeting": {"$secret": "MISSING_X"}}}}});
-    let file = host::config_file(&config);
-    let (code, _, stderr) = host::run_to_exit(&[
-        "--config",
-        file.path().to_str().unwrap(),
-        "--plugin-dir",
-        plugins.path().to_str().unwrap(),
-        "--secrets-dir",
-        "/nonexistent",
-    ]);
+    let (code, _, stderr) =
+        host::serve_to_exit(&config, plugins.path(), &["--secrets-dir", "/nonexistent"]);
     assert_eq!(code, 2);
     assert!(
         stderr.contains("delegation.modules.echo1.greeting"),

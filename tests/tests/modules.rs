@@ -179,15 +179,7 @@ fn duplicate_tool_names_fail_startup_naming_both_entries() {
     let config = json!({"auth": {"mode": "none"}, "delegation": {"modules": {
         "postgresql1": offline_pg_entry(), "postgresql7": clash
     }}});
-    let file = host::config_file(&config);
-    let (code, _, stderr) = host::run_to_exit(&[
-        "--config",
-        file.path().to_str().unwrap(),
-        "--plugin-dir",
-        plugins.path().to_str().unwrap(),
-        "--port",
-        "0",
-    ]);
+    let (code, _, stderr) = host::serve_to_exit(&config, plugins.path(), &[]);
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("tool name 'sql1-delegate' is produced by both module 'postgresql1' and module 'postgresql7'"),
