@@ -101,21 +101,9 @@ fn main() {
             })
             .collect(),
     );
-    let machine = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
+    let machine = mcp_delegate_tests::bench::machine_description();
     println!("## Verified-token cache (user-info over HTTP, RS256)\n");
-    println!(
-        "Machine: {} cores, {machine}. {REPEATS} runs of {CALLS_PER_RUN} calls each; medians.\n",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
-    );
+    println!("Machine: {machine}. {REPEATS} runs of {CALLS_PER_RUN} calls each; medians.\n");
     println!("| clients | same token (cache warm) calls/s | new token per call (cache cold) calls/s | ratio |");
     println!("| --- | --- | --- | --- |");
     let mut fresh_offset = 0usize;
