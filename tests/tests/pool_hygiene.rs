@@ -120,3 +120,66 @@ fn a_stopped_database_fails_only_its_own_tools_and_heals_on_restart() {
     assert_eq!(healed["isError"], false, "{healed}");
     assert_eq!(healed["structuredContent"]["rows"][0]["n"], "2");
 }
+
+#[test]
+fn an_exhausted_pool_answers_clearly_naming_the_module() {
+    let db = Delegated::start(json!({
+        "pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 500}
+    }));
+    let reader = db.token("reader", &["sql-read"]);
+    let url = db.host.mcp_url();
+    let slow = {
+        let reader = reader.clone();
+        let url = url.clone();
+        std::thread::spawn(move || {
+            reqwest::blocking::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("authorization", format!("Bearer {reader}"))
+                .body(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                    "name": "sql1-delegate", "arguments": {"action": "query", "sql": "SELECT pg_sleep(2)"}}}).to_string())
+                .send()
+                .map(|r| r.status().as_u16())
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (status, _, body) = db.host.post_with_token(
+        Some(&reader),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "sql1-delegate", "arguments": {"action": "query", "sql": "SELECT 1"}}})
+        .to_string(),
+    );
+    assert_eq!(status, 200);
+    let response: Value = serde_json::from_str(&body).unwrap();
+    let error = Host::tool_error(&response["result"]);
+    assert_eq!(error["error"], "POOL_EXHAUSTED", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("postgresql1") && message.contains("pool.max"),
+        "{message}"
+    );
+    assert_eq!(slow.join().unwrap().unwrap(), 200);
+}
+
+#[test]
+fn an_identity_changed_inside_a_statement_is_caught_and_nothing_is_returned() {
+    let mut db =
+        Delegated::start(json!({"pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 3000}}));
+    // A function that switches role mid-statement: possible because the
+    // session user (the service account) is a member of every delegated role.
+    db.cluster.exec(
+        "postgres",
+        "CREATE FUNCTION become_writer() RETURNS SETOF text LANGUAGE plpgsql AS $$ \
+         BEGIN EXECUTE 'SET ROLE writer'; RETURN QUERY SELECT body FROM notes; END $$; \
+         GRANT EXECUTE ON FUNCTION become_writer() TO reader;",
+    );
+    let reader = db.token("reader", &["sql-read"]);
+    let result = db.query_as(&reader, "SELECT * FROM become_writer()", json!([]));
+    let error = Host::tool_error(&result);
+    assert_eq!(error["error"], "SECURITY_VIOLATION");
+    assert!(!result.to_string().contains("writer note"), "{result}");
+    // The connection was discarded; the next call is the reader again.
+    let result = db.query_as(&reader, "SELECT current_user AS u", json!([]));
+    assert_eq!(rows(&result), [json!({"u": "reader"})]);
+}
