@@ -172,8 +172,8 @@ pub enum ClientAuthMethod {
     ClientSecretPost,
 }
 
-/// A module's RFC 8693 settings.
-#[derive(Debug, Clone, Deserialize)]
+/// A module's RFC 8693 settings. `Debug` leaves the client secret out.
+#[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenExchangeConfig {
     /// The trusted IdP whose keys verify the exchanged token.
@@ -226,4 +226,36 @@ fn default_exchange_ttl() -> u64 {
 }
 fn default_exchange_entries() -> usize {
     10_000
+}
+
+impl std::fmt::Debug for TokenExchangeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenExchangeConfig")
+            .field("idp_name", &self.idp_name)
+            .field("token_endpoint", &self.token_endpoint)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("audience", &self.audience)
+            .field("client_auth_method", &self.client_auth_method)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_client_secret() {
+        let config: TokenExchangeConfig = serde_json::from_value(serde_json::json!({
+            "idpName": "te", "tokenEndpoint": "http://idp/token", "clientId": "c",
+            "clientSecret": "hunter2", "audience": "db"
+        }))
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("redacted"),
+            "{shown}"
+        );
+    }
 }

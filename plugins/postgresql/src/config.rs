@@ -5,7 +5,8 @@ use mcp_delegate_plugin_api::{ConfigIssue, ConfigReport};
 use serde::Deserialize;
 use serde_json::Value;
 
-#[derive(Debug, Deserialize)]
+/// `Debug` leaves the password out.
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PgModuleConfig {
     #[serde(default = "default_host")]
@@ -59,6 +60,19 @@ impl Default for PoolConfig {
             idle_timeout_millis: default_idle_timeout(),
             connection_timeout_millis: default_connection_timeout(),
         }
+    }
+}
+
+impl std::fmt::Debug for PgModuleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgModuleConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
     }
 }
 
@@ -118,6 +132,16 @@ pub fn parse(config: &Value) -> (Option<PgModuleConfig>, ConfigReport) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let (parsed, _) = parse(&json!({"database": "d", "user": "u", "password": "hunter2"}));
+        let shown = format!("{:?}", parsed.unwrap());
+        assert!(
+            !shown.contains("hunter2") && shown.contains("redacted"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn seed_entry_parses_and_mistakes_have_paths() {
