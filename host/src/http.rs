@@ -19,15 +19,16 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::auth::resource::ResourceIdentity;
+use crate::auth::Credentials;
 use crate::auth::{AuthFailure, Authenticator, TokenRejection};
-use crate::mcp::McpService;
+use crate::mcp::{direct, McpEndpoint};
 use crate::registry::Registry;
 
 pub type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
 
 /// Everything a request handler needs.
 pub struct HttpApp {
-    pub mcp: McpService,
+    pub mcp: McpEndpoint,
     pub registry: Arc<Registry>,
     pub max_request_bytes: usize,
     /// `None` when `auth.mode` is `"none"`.
@@ -50,7 +51,7 @@ async fn route(app: Arc<HttpApp>, request: Request<Incoming>) -> Result<HttpResp
     let response = match (request.method(), path) {
         (_, "/mcp") => match authenticate(&app, request).await {
             Ok(request) if request.method() == Method::POST => post_mcp(&app, request).await,
-            Ok(request) => app.mcp.handle(request).await,
+            Ok(request) => app.mcp.service.handle(request).await,
             Err(response) => response,
         },
         (
@@ -171,6 +172,20 @@ async fn post_mcp(app: &HttpApp, request: Request<Incoming>) -> HttpResponse {
             );
         }
     };
+    if let Some(call) = direct::recognize(&parts.headers, &bytes, &app.mcp.hosts) {
+        let credentials = parts.extensions.get::<Credentials>();
+        let reply = app
+            .mcp
+            .handler
+            .call_tool_direct(&call.name, credentials, call.args_json.to_owned())
+            .await;
+        let mut response = Response::new(Full::new(direct::encode(&call, &reply)).boxed());
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        return response;
+    }
     if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
         return jsonrpc_error(
             StatusCode::BAD_REQUEST,
@@ -179,6 +194,7 @@ async fn post_mcp(app: &HttpApp, request: Request<Incoming>) -> HttpResponse {
         );
     }
     app.mcp
+        .service
         .handle(Request::from_parts(parts, Full::new(bytes)))
         .await
 }

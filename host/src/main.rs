@@ -8,6 +8,7 @@ mod check_config;
 mod cli;
 mod config;
 mod http;
+mod json;
 mod logging;
 mod mcp;
 mod plugins;

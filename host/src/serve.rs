@@ -109,7 +109,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     let registry = Arc::new(built.registry);
     let settings = endpoint_settings(&built.config.mcp, args.bind);
     let delegation = Delegation { exchangers };
-    let mcp = match mcp::service(
+    let mcp = match mcp::endpoint(
         registry.clone(),
         built.config.mcp.server_name.clone(),
         built.config.mcp.tools_page_size,

@@ -150,3 +150,51 @@ fn health_ready_discover_and_unknown_paths() {
         "a contradicting Mcp-Name must be refused: {body}"
     );
 }
+
+/// The direct tools/call path (host/src/mcp/direct.rs) and rmcp's answer
+/// the same call with the same bytes. A `_meta` progress token sends the
+/// second copy of each call through rmcp.
+#[test]
+fn direct_tools_call_answers_exactly_like_rmcp() {
+    let (host, _plugins) = echo_host(json!({}));
+    let calls = [
+        json!({"name": "echo1-echo", "arguments": {"message": "plain"}}),
+        json!({"name": "echo2-echo", "arguments": {"message": "quotes \" slash \\ nl \n é 😀 \u{1}"}}),
+        json!({"name": "echo1-echo", "arguments": {}}),
+        json!({"name": "echo1-echo"}),
+        json!({"name": "no-such-tool", "arguments": {}}),
+        json!({"name": "echo3-echo", "arguments": {"panic": true}}),
+    ];
+    let normalize = |body: &str| {
+        // The request ids of the two calls differ: req-N.
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some(at) = rest.find("req-") {
+            out.push_str(&rest[..at + 4]);
+            rest = rest[at + 4..].trim_start_matches(|c: char| c.is_ascii_digit());
+            out.push('N');
+        }
+        out.push_str(rest);
+        out
+    };
+    for (i, params) in calls.iter().enumerate() {
+        let direct = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": params});
+        let mut via_rmcp = direct.clone();
+        via_rmcp["params"]["_meta"] = json!({"progressToken": format!("p{i}")});
+        let (status_direct, body_direct) = host.post_raw(direct.to_string());
+        let (status_rmcp, body_rmcp) = host.post_raw(via_rmcp.to_string());
+        assert_eq!(status_direct, status_rmcp, "{params}");
+        assert_eq!(normalize(&body_direct), normalize(&body_rmcp), "{params}");
+        let parsed: Value = serde_json::from_str(&body_direct).unwrap();
+        assert_eq!(parsed["id"], i, "{body_direct}");
+    }
+    // A string id comes back as the same string.
+    let (_, body) = host.post_raw(
+        json!({"jsonrpc": "2.0", "id": "a\"b", "method": "tools/call",
+               "params": {"name": "echo1-echo", "arguments": {"message": "x"}}})
+        .to_string(),
+    );
+    let parsed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(parsed["id"], "a\"b");
+    assert_eq!(parsed["result"]["structuredContent"]["message"], "x");
+}

@@ -7,7 +7,8 @@ use abi_stable::std_types::RResult;
 use mcp_delegate_plugin_api::{
     codes, CallContext, HealthReport, PluginInstanceBox, ToolError, ToolSpec,
 };
-use serde_json::Value;
+
+use crate::json::RawJson;
 
 pub struct ModuleHandle {
     /// The config entry's name (`postgresql1`).
@@ -25,26 +26,26 @@ impl ModuleHandle {
         serde_json::from_str(text.as_str()).map_err(|err| format!("unreadable tool list: {err}"))
     }
 
+    /// Runs one tool. `args_json` is the tool arguments as JSON text, passed
+    /// through untouched; the result is the plugin's JSON object, checked
+    /// to be one but not re-encoded (it is copied into the response as is).
     pub fn call(
         &self,
         tool: &str,
         context: &CallContext,
-        args: &Value,
-    ) -> Result<Value, ToolError> {
+        args_json: &str,
+    ) -> Result<RawJson, ToolError> {
         let context_json = serde_json::to_string(context).map_err(|err| {
             ToolError::new(
                 codes::INTERNAL_ERROR,
                 format!("cannot encode call context: {err}"),
             )
         })?;
-        let args_json = args.to_string();
-        let outcome = self.instance.call(
-            tool.into(),
-            context_json.as_str().into(),
-            args_json.as_str().into(),
-        );
+        let outcome =
+            self.instance
+                .call(tool.into(), context_json.as_str().into(), args_json.into());
         match outcome {
-            RResult::ROk(text) => serde_json::from_str(text.as_str()).map_err(|err| {
+            RResult::ROk(text) => RawJson::object(text.into_string()).map_err(|err| {
                 ToolError::new(
                     codes::PLUGIN_PROTOCOL_ERROR,
                     format!(

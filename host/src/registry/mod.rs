@@ -71,8 +71,9 @@ impl Registry {
         &self.tools
     }
 
-    pub fn tool(&self, name: &str) -> Option<&ExposedTool> {
-        self.index.get(name).map(|&position| &self.tools[position])
+    /// Where `name` is in [`Registry::tools`].
+    pub fn tool_position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
     }
 
     /// Every configured module is running.

@@ -6,7 +6,10 @@
 //! Run: `cargo build --release --workspace && target/release/mcp-delegate-bench`
 //! Options (environment): BENCH_SECONDS (per cell, default 4),
 //! BENCH_CLIENTS (default "1,4,16,64"), BENCH_PEERS_DIR (where
-//! tests/bench/install-peers.sh put the peers; default target/peers).
+//! tests/bench/install-peers.sh put the peers; default target/peers),
+//! BENCH_TARGETS (a subset of "warm,cold,pgbench,toolbox,dbhub") and
+//! BENCH_WORKLOADS (a subset of "point,rows,details"). A run with either
+//! filter prints its tables but leaves docs/benchmarks.md alone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +54,15 @@ impl Workload {
             Workload::Point => "point SELECT by primary key ($1)",
             Workload::Rows100 => "100-row SELECT",
             Workload::TableDetails => "table details",
+        }
+    }
+
+    /// Its name in BENCH_WORKLOADS.
+    fn key(self) -> &'static str {
+        match self {
+            Workload::Point => "point",
+            Workload::Rows100 => "rows",
+            Workload::TableDetails => "details",
         }
     }
 }
@@ -110,6 +122,22 @@ fn env_clients() -> Vec<usize> {
         .unwrap_or_else(|| vec![1, 4, 16, 64])
 }
 
+/// The comma-separated subset named by an environment variable (None: all).
+fn env_filter(name: &str) -> Option<Vec<String>> {
+    std::env::var(name).ok().map(|s| {
+        s.split(',')
+            .map(|item| item.trim().to_ascii_lowercase())
+            .filter(|item| !item.is_empty())
+            .collect()
+    })
+}
+
+fn selected(filter: &Option<Vec<String>>, item: &str) -> bool {
+    filter
+        .as_ref()
+        .is_none_or(|items| items.iter().any(|i| i == item))
+}
+
 struct Row {
     workload: Workload,
     clients: usize,
@@ -120,6 +148,8 @@ struct Row {
 fn main() {
     let seconds = env_seconds();
     let clients_list = env_clients();
+    let targets = env_filter("BENCH_TARGETS");
+    let workloads = env_filter("BENCH_WORKLOADS");
     eprintln!("setting up: cluster, IdP, mcp-delegate (release)...");
     let cluster = Cluster::start();
     cluster.exec("postgres", FIXTURE);
@@ -168,10 +198,13 @@ fn main() {
             })
             .collect(),
     );
-    let peers = peers::start_all(&cluster);
+    let peers = peers::start_all(&cluster, |key| selected(&targets, key));
     let mut rows: Vec<Row> = Vec::new();
     let mut cold_offset = 0usize;
     for workload in [Workload::Point, Workload::Rows100, Workload::TableDetails] {
+        if !selected(&workloads, workload.key()) {
+            continue;
+        }
         for &clients in &clients_list {
             eprintln!("{} / {clients} clients", workload.label());
             let token = warm_token.clone();
@@ -183,12 +216,14 @@ fn main() {
                     our_request(workload, i),
                 )
             });
-            rows.push(Row {
-                workload,
-                clients,
-                target: "mcp-delegate (token caches warm)".into(),
-                m: http_load(clients, seconds, warm, mcp_ok()),
-            });
+            if selected(&targets, "warm") {
+                rows.push(Row {
+                    workload,
+                    clients,
+                    target: "mcp-delegate (token caches warm)".into(),
+                    m: http_load(clients, seconds, warm, mcp_ok()),
+                });
+            }
 
             let tokens = cold_tokens.clone();
             let target = url.clone();
@@ -201,16 +236,19 @@ fn main() {
                     our_request(workload, i),
                 )
             });
-            let m = http_load(clients, seconds, cold, mcp_ok());
-            cold_offset += (m.calls_per_second * (seconds.as_secs_f64() + 0.5)) as usize + clients;
-            rows.push(Row {
-                workload,
-                clients,
-                target: "mcp-delegate (token caches cold)".into(),
-                m,
-            });
+            if selected(&targets, "cold") {
+                let m = http_load(clients, seconds, cold, mcp_ok());
+                cold_offset +=
+                    (m.calls_per_second * (seconds.as_secs_f64() + 0.5)) as usize + clients;
+                rows.push(Row {
+                    workload,
+                    clients,
+                    target: "mcp-delegate (token caches cold)".into(),
+                    m,
+                });
+            }
 
-            if workload != Workload::TableDetails {
+            if workload != Workload::TableDetails && selected(&targets, "pgbench") {
                 let query = if workload == Workload::Point {
                     "SELECT * FROM items WHERE id = :id;"
                 } else {
@@ -287,6 +325,10 @@ fn main() {
         cold_offset > cold_count,
     );
     println!("{report}");
+    if targets.is_some() || workloads.is_some() {
+        eprintln!("a filtered run: docs/benchmarks.md left as it was");
+        return;
+    }
     let doc_path = paths::workspace_root().join("docs/benchmarks.md");
     let doc = std::fs::read_to_string(&doc_path).unwrap_or_default();
     let (begin, end) = ("<!-- bench:main -->", "<!-- /bench:main -->");

@@ -196,13 +196,17 @@ fn dbhub(root: &Path, cluster: &Cluster) -> Option<Peer> {
     launch("DBHub 1.4.0", Kind::DbHub, command, port, dir)
 }
 
-pub fn start_all(cluster: &Cluster) -> Vec<Peer> {
+/// Starts the installed peers that `wanted` names ("toolbox", "dbhub").
+pub fn start_all(cluster: &Cluster, wanted: impl Fn(&str) -> bool) -> Vec<Peer> {
     let root = peers_dir();
-    let peers: Vec<Peer> = [toolbox(&root, cluster), dbhub(&root, cluster)]
-        .into_iter()
-        .flatten()
-        .collect();
-    if peers.is_empty() {
+    let mut peers = Vec::new();
+    if wanted("toolbox") {
+        peers.extend(toolbox(&root, cluster));
+    }
+    if wanted("dbhub") {
+        peers.extend(dbhub(&root, cluster));
+    }
+    if peers.is_empty() && wanted("toolbox") && wanted("dbhub") {
         eprintln!(
             "no peers found in {} (run tests/bench/install-peers.sh)",
             root.display()

@@ -22,7 +22,8 @@ use serde_json::{json, Value};
 
 use crate::auth::exchange::TokenExchanger;
 use crate::auth::{Credentials, Principal};
-use crate::registry::{Registry, Route};
+use crate::json::RawJson;
+use crate::registry::{ExposedTool, Registry, Route};
 
 /// HTTP-level settings of the MCP endpoint.
 pub struct EndpointSettings {
@@ -31,7 +32,17 @@ pub struct EndpointSettings {
     pub max_request_bytes: usize,
 }
 
+pub mod direct;
+
 pub type McpService = StreamableHttpService<McpHandler, NeverSessionManager>;
+
+/// The `/mcp` endpoint: rmcp's service, and the direct path beside it for
+/// plain tools/call requests (see [`direct`]).
+pub struct McpEndpoint {
+    pub service: McpService,
+    pub handler: McpHandler,
+    pub hosts: direct::HostAllowList,
+}
 
 struct McpState {
     registry: Arc<Registry>,
@@ -52,15 +63,15 @@ pub struct Delegation {
 #[derive(Clone)]
 pub struct McpHandler(Arc<McpState>);
 
-/// Builds the `/mcp` service. Fails if a plugin declared a tool whose spec
+/// Builds the `/mcp` endpoint. Fails if a plugin declared a tool whose spec
 /// is not a valid MCP tool (a plugin bug worth stopping for).
-pub fn service(
+pub fn endpoint(
     registry: Arc<Registry>,
     server_name: String,
     page_size: usize,
     settings: EndpointSettings,
     delegation: Delegation,
-) -> Result<McpService, String> {
+) -> Result<McpEndpoint, String> {
     let listed = registry
         .tools()
         .iter()
@@ -74,6 +85,7 @@ pub fn service(
         next_request: AtomicU64::new(1),
         delegation,
     }));
+    let hosts = direct::HostAllowList::new(&settings.allowed_hosts);
     let mut config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
@@ -85,11 +97,17 @@ pub fn service(
     config = config
         .with_allowed_origins(settings.allowed_origins)
         .enforce_origin_validation();
-    Ok(StreamableHttpService::new(
-        move || Ok(handler.clone()),
+    let for_rmcp = handler.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(for_rmcp.clone()),
         Arc::new(NeverSessionManager::default()),
         config,
-    ))
+    );
+    Ok(McpEndpoint {
+        service,
+        handler,
+        hosts,
+    })
 }
 
 fn to_mcp_tool(spec: &mcp_delegate_plugin_api::ToolSpec) -> Result<Tool, String> {
@@ -201,22 +219,114 @@ impl McpState {
     /// Runs one tool call to completion. Blocking: plugin code runs here.
     fn dispatch(
         &self,
-        name: &str,
+        tool: &ExposedTool,
         context: &CallContext,
         principal: Option<&Principal>,
-        args: &Value,
-    ) -> Result<Value, ToolError> {
-        let Some(tool) = self.registry.tool(name) else {
-            return Err(ToolError::new(
-                codes::UNKNOWN_TOOL,
-                format!("unknown tool '{name}'"),
-            ));
-        };
+        args_json: &str,
+    ) -> Result<RawJson, ToolError> {
         match &tool.route {
-            Route::Module { module, tool } => module.call(tool, context, args),
-            Route::Builtin(builtin) => builtin.call(&self.registry, principal, args),
+            Route::Module { module, tool } => module.call(tool, context, args_json),
+            Route::Builtin(builtin) => {
+                let args: Value = serde_json::from_str(args_json).map_err(|err| {
+                    ToolError::new(
+                        codes::INVALID_ARGUMENTS,
+                        format!("the arguments are not JSON: {err}"),
+                    )
+                })?;
+                builtin
+                    .call(&self.registry, principal, &args)
+                    .map(|value| RawJson::from_value(&value))
+            }
         }
     }
+
+    /// One `tools/call`, whichever path it came by: access, delegated
+    /// identity, the plugin call on a blocking thread, and the log line.
+    async fn call_tool(
+        self: &Arc<Self>,
+        name: &str,
+        credentials: Option<&Credentials>,
+        args_json: String,
+    ) -> ToolCallReply {
+        let principal = credentials.map(|c| c.principal.clone());
+        let Some(position) = self.registry.tool_position(name).filter(|&position| {
+            self.registry.tools()[position]
+                .access
+                .allows(principal.as_deref())
+        }) else {
+            return ToolCallReply::UnknownTool;
+        };
+        let tool = &self.registry.tools()[position];
+        let request_id = format!("req-{}", self.next_request.fetch_add(1, Ordering::Relaxed));
+        let started = Instant::now();
+        let call_context = match &tool.route {
+            Route::Module { module, .. } => {
+                self.module_context(&module.name, credentials, request_id.clone())
+                    .await
+            }
+            Route::Builtin(_) => Ok(match &principal {
+                Some(principal) => principal_context(principal, request_id.clone()),
+                None => CallContext {
+                    request_id: request_id.clone(),
+                    ..CallContext::default()
+                },
+            }),
+        };
+        let result = match call_context {
+            Ok(call_context) => {
+                self.run_blocking(position, call_context, principal, args_json)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let user = credentials.map_or("-", |c| c.principal.user_id.as_str());
+        let idp = credentials.map_or("-", |c| c.principal.idp.as_str());
+        match &result {
+            Ok(_) => {
+                tracing::info!(tool = %name, %request_id, user, idp, elapsed_ms, "tool call ok");
+            }
+            Err(error) => {
+                tracing::info!(tool = %name, %request_id, user, idp, elapsed_ms, code = %error.error, "tool call failed");
+            }
+        }
+        ToolCallReply::Completed(result)
+    }
+
+    /// Plugins are synchronous and may block on I/O: keep them off the
+    /// runtime's worker threads.
+    async fn run_blocking(
+        self: &Arc<Self>,
+        position: usize,
+        context: CallContext,
+        principal: Option<Arc<Principal>>,
+        args_json: String,
+    ) -> Result<RawJson, ToolError> {
+        let state = self.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let tool = &state.registry.tools()[position];
+            state.dispatch(tool, &context, principal.as_deref(), &args_json)
+        })
+        .await;
+        match outcome {
+            Ok(result) => result,
+            Err(join_error) => Err(ToolError::new(
+                codes::PLUGIN_PANIC,
+                format!(
+                    "the tool call failed unexpectedly ({join_error}); the server keeps running"
+                ),
+            )),
+        }
+    }
+}
+
+/// What a `tools/call` came to, before any protocol encoding.
+pub enum ToolCallReply {
+    /// Unknown, disabled and hidden tools look the same: a protocol error
+    /// (JSON-RPC invalid params), never a tool result.
+    UnknownTool,
+    /// The tool ran (or was refused before running): a tool result.
+    Completed(Result<RawJson, ToolError>),
 }
 
 fn join(items: &[&String]) -> String {
@@ -292,91 +402,33 @@ impl ServerHandler for McpHandler {
     ) -> Result<CallToolResponse, McpError> {
         let name = request.name.to_string();
         let credentials = credentials_of(&context);
-        let principal = credentials.as_ref().map(|c| c.principal.clone());
-        let Some(tool) = self
+        let args_json = Value::Object(request.arguments.unwrap_or_default()).to_string();
+        match self
             .0
-            .registry
-            .tool(&name)
-            .filter(|tool| tool.access.allows(principal.as_deref()))
-        else {
-            // Unknown, disabled and hidden tools look the same: a protocol error.
-            return Err(McpError::invalid_params(
+            .call_tool(&name, credentials.as_ref(), args_json)
+            .await
+        {
+            ToolCallReply::UnknownTool => Err(McpError::invalid_params(
                 format!("Unknown tool: {name}"),
                 None,
-            ));
-        };
-        let args = Value::Object(request.arguments.unwrap_or_default());
-        let request_id = format!(
-            "req-{}",
-            self.0.next_request.fetch_add(1, Ordering::Relaxed)
-        );
-        let started = Instant::now();
-        let call_context = match &tool.route {
-            Route::Module { module, .. } => {
-                self.0
-                    .module_context(&module.name, credentials.as_ref(), request_id.clone())
-                    .await
+            )),
+            ToolCallReply::Completed(Ok(raw)) => {
+                Ok(CallToolResult::structured(raw.to_value()).into())
             }
-            Route::Builtin(_) => Ok(match &principal {
-                Some(principal) => principal_context(principal, request_id.clone()),
-                None => CallContext {
-                    request_id: request_id.clone(),
-                    ..CallContext::default()
-                },
-            }),
-        };
-        let result = match call_context {
-            Ok(call_context) => {
-                self.run_blocking(name.clone(), call_context, principal, args)
-                    .await
-            }
-            Err(error) => Err(error),
-        };
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let user = credentials
-            .as_ref()
-            .map_or("-", |c| c.principal.user_id.as_str());
-        let idp = credentials
-            .as_ref()
-            .map_or("-", |c| c.principal.idp.as_str());
-        Ok(match result {
-            Ok(value) => {
-                tracing::info!(tool = %name, %request_id, user, idp, elapsed_ms, "tool call ok");
-                CallToolResult::structured(value)
-            }
-            Err(error) => {
-                tracing::info!(tool = %name, %request_id, user, idp, elapsed_ms, code = %error.error, "tool call failed");
-                error_result(&error)
-            }
+            ToolCallReply::Completed(Err(error)) => Ok(error_result(&error).into()),
         }
-        .into())
     }
 }
 
 impl McpHandler {
-    /// Plugins are synchronous and may block on I/O: keep them off the
-    /// runtime's worker threads.
-    async fn run_blocking(
+    /// The direct path's entry (see [`direct`]): the same call as rmcp's.
+    pub async fn call_tool_direct(
         &self,
-        name: String,
-        context: CallContext,
-        principal: Option<Arc<Principal>>,
-        args: Value,
-    ) -> Result<Value, ToolError> {
-        let state = self.0.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            state.dispatch(&name, &context, principal.as_deref(), &args)
-        })
-        .await;
-        match outcome {
-            Ok(result) => result,
-            Err(join_error) => Err(ToolError::new(
-                codes::PLUGIN_PANIC,
-                format!(
-                    "the tool call failed unexpectedly ({join_error}); the server keeps running"
-                ),
-            )),
-        }
+        name: &str,
+        credentials: Option<&Credentials>,
+        args_json: String,
+    ) -> ToolCallReply {
+        self.0.call_tool(name, credentials, args_json).await
     }
 }
 
