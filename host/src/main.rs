@@ -27,8 +27,10 @@ use clap::Parser;
 fn limit_malloc_arenas() {
     // SAFETY: mallopt only adjusts allocator parameters; called before any
     // other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+    if std::env::var("XA").is_err() {
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
     }
 }
 
@@ -42,6 +44,12 @@ fn main() -> ExitCode {
     match cli.command {
         Some(cli::Command::CheckConfig { file, common }) => check_config::run(&file, &common),
         None => match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(
+                std::env::var("XW")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(2),
+            )
             .enable_all()
             .build()
         {

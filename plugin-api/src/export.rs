@@ -28,6 +28,19 @@ pub trait Module: Send + Sync + 'static {
     fn tools(&self) -> Vec<ToolSpec>;
     /// Runs one tool with already-parsed arguments.
     fn call(&self, tool: &str, context: &CallContext, args: Value) -> Result<Value, ToolError>;
+    /// [`Module::call`] for modules that write their result's JSON text
+    /// themselves (a JSON object), to spare large results a tree of
+    /// `Value`s. This is what the host calls; the default encodes `call`'s
+    /// result.
+    fn call_json(
+        &self,
+        tool: &str,
+        context: &CallContext,
+        args: Value,
+    ) -> Result<String, ToolError> {
+        self.call(tool, context, args)
+            .map(|value| value.to_string())
+    }
     /// Cheap health probe (for `/ready` and the `health-check` tool).
     fn health(&self) -> HealthReport;
     /// Releases resources; the instance receives no call afterwards.
@@ -194,7 +207,7 @@ impl<M: Module> PluginInstance for InstanceAdapter<M> {
                         format!("arguments are not JSON: {err}"),
                     )
                 })?;
-                self.0.call(tool.as_str(), &context, args)
+                self.0.call_json(tool.as_str(), &context, args)
             },
             |_| {
                 Err(ToolError::new(
@@ -205,7 +218,7 @@ impl<M: Module> PluginInstance for InstanceAdapter<M> {
             },
         );
         match outcome {
-            Ok(value) => ROk(to_json_string(&value)),
+            Ok(text) => ROk(RString::from(text)),
             Err(error) => RErr(error.to_json().into()),
         }
     }

@@ -106,3 +106,61 @@ fn parameters_are_untyped_like_node_postgres_and_counted() {
     let error = Host::tool_error(&db.query_as(&reader, "SELECT 1", json!([1])));
     assert_eq!(error["error"], "SQL_PARAMETER_COUNT");
 }
+
+/// The delegated transaction is read-only for reads (even inside
+/// functions, and it cannot be switched back), atomic for writes, and a
+/// write whose identity changes mid-statement commits nothing.
+#[test]
+fn reads_cannot_write_and_failed_writes_leave_nothing() {
+    let mut db = Delegated::start(json!({}));
+    db.cluster.exec(
+        "postgres",
+        "CREATE FUNCTION sneak_write() RETURNS int LANGUAGE plpgsql AS $$ \
+           BEGIN INSERT INTO notes (body) VALUES ('sneaked'); RETURN 1; END $$; \
+         CREATE FUNCTION unlock_and_write() RETURNS int LANGUAGE plpgsql AS $$ \
+           BEGIN PERFORM set_config('transaction_read_only', 'off', true); \
+           INSERT INTO notes (body) VALUES ('unlocked'); RETURN 1; END $$; \
+         CREATE FUNCTION write_then_switch() RETURNS int LANGUAGE plpgsql AS $$ \
+           BEGIN INSERT INTO notes (body) VALUES ('switched'); EXECUTE 'SET ROLE reader'; RETURN 1; END $$; \
+         GRANT EXECUTE ON FUNCTION sneak_write(), unlock_and_write(), write_then_switch() TO reader, writer; \
+         GRANT INSERT ON notes TO reader; GRANT USAGE ON SEQUENCE notes_id_seq TO reader;",
+    );
+    let reader = db.token("reader", &["sql-read"]);
+    let writer = db.token("writer", &["sql-read", "sql-write"]);
+
+    // A SELECT is a read: it runs read-only, whatever the function does.
+    let error = Host::tool_error(&db.query_as(&reader, "SELECT sneak_write()", json!([])));
+    assert_eq!(error["sqlstate"], "25006", "{error}");
+    let error = Host::tool_error(&db.query_as(&reader, "SELECT unlock_and_write()", json!([])));
+    assert_eq!(error["error"], "DATABASE_ERROR", "{error}");
+
+    // The guard catches the switch and the insert before it is rolled back.
+    let error = Host::tool_error(&db.query_as(
+        &writer,
+        "INSERT INTO notes (body) SELECT 'via ' || write_then_switch()",
+        json!([]),
+    ));
+    assert_eq!(error["error"], "SECURITY_VIOLATION", "{error}");
+
+    // A statement that fails half-way commits none of its rows.
+    let error = Host::tool_error(&db.query_as(
+        &writer,
+        "INSERT INTO notes (body) SELECT x FROM (VALUES ('first half'), (repeat('y', 2000))) v(x)",
+        json!([]),
+    ));
+    assert_eq!(error["sqlstate"], "23514", "{error}");
+
+    let bodies = db
+        .cluster
+        .query_texts("postgres", "SELECT body FROM notes ORDER BY id");
+    for gone in ["sneaked", "unlocked", "switched", "via 1", "first half"] {
+        assert!(!bodies.iter().any(|b| b == gone), "{gone} was written: {bodies:?}");
+    }
+    // And the connections are fine for the next write.
+    let result = db.query_as(&writer, "INSERT INTO notes (body) VALUES ('after')", json!([]));
+    assert_eq!(result["structuredContent"]["rowCount"], 1, "{result}");
+    assert!(db
+        .cluster
+        .query_texts("postgres", "SELECT body FROM notes WHERE owner = 'writer'")
+        .contains(&"after".to_owned()));
+}

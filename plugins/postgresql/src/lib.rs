@@ -111,10 +111,25 @@ impl Module for PostgresModule {
     }
 
     fn call(&self, tool: &str, context: &CallContext, args: Value) -> Result<Value, ToolError> {
+        let text = self.call_json(tool, context, args)?;
+        serde_json::from_str(&text).map_err(|err| {
+            ToolError::new(codes::INTERNAL_ERROR, format!("unreadable result: {err}"))
+        })
+    }
+
+    /// `delegate` writes its rows straight into JSON text (see `values`).
+    fn call_json(
+        &self,
+        tool: &str,
+        context: &CallContext,
+        args: Value,
+    ) -> Result<String, ToolError> {
         match tool {
             "delegate" => tools::delegate::run(self, context, &args),
-            "schema" => tools::catalog::schema(self, context, &args),
-            "table-details" => tools::catalog::table_details(self, context, &args),
+            "schema" => tools::catalog::schema(self, context, &args).map(|v| v.to_string()),
+            "table-details" => {
+                tools::catalog::table_details(self, context, &args).map(|v| v.to_string())
+            }
             _ => Err(ToolError::new(
                 codes::UNKNOWN_TOOL,
                 format!("unknown tool '{tool}'"),

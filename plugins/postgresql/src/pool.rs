@@ -91,6 +91,7 @@ impl PgPool {
             user: config.user.clone(),
             password: config.password.clone(),
             application_name: format!("mcp-delegate/{instance}"),
+            statement_timeout_ms: config.statement_timeout_millis,
             connect_timeout,
             read_timeout: Some(
                 Duration::from_millis(config.statement_timeout_millis) + READ_TIMEOUT_MARGIN,

@@ -116,11 +116,10 @@ fn catalog_query(
     let delegation = Delegation {
         identity,
         read_only: true,
-        statement_timeout_ms: module.config.statement_timeout_millis,
     };
     let (outcome, _connection) =
         execute::run_pooled(&module.pool, &delegation, sql, params, u64::from(u32::MAX))?;
-    Ok(outcome.result.rows)
+    Ok(outcome.rows.to_owned_rows())
 }
 
 pub fn schema(

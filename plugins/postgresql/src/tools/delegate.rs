@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::execute::{self, Delegation};
 use crate::policy::{self, StatementClass};
-use crate::values::rows_to_json;
+use crate::values::write_rows;
 use crate::{types, PostgresModule};
 
 /// A JSON parameter as node-postgres sends it: text, typed by the server.
@@ -85,11 +85,12 @@ fn change_message(command: &str, count: u64) -> Option<String> {
     ))
 }
 
+/// Runs the tool; the result is the JSON text of the result object.
 pub fn run(
     module: &PostgresModule,
     context: &CallContext,
     args: &Value,
-) -> Result<Value, ToolError> {
+) -> Result<String, ToolError> {
     match args.get("action").and_then(Value::as_str) {
         Some("query") => {}
         _ => {
@@ -132,7 +133,6 @@ pub fn run(
     let delegation = Delegation {
         identity,
         read_only: verdict.class == StatementClass::Read,
-        statement_timeout_ms: module.config.statement_timeout_millis,
     };
     let param_refs: Vec<Option<&str>> = params.iter().map(Option::as_deref).collect();
     let (outcome, mut connection) = execute::run_pooled(
@@ -142,33 +142,44 @@ pub fn run(
         &param_refs,
         module.config.max_rows,
     )?;
-    let result = outcome.result;
-    let (command, tag_count) = result
+    let (command, tag_count) = outcome
         .command_tag
         .as_deref()
         .map(parse_tag)
         .unwrap_or_else(|| (verdict.kind.clone(), None));
-    if result.columns.is_empty() {
+    if outcome.columns.is_empty() {
         let count = tag_count.unwrap_or(0);
         if let Some(message) = change_message(&command, count) {
-            return Ok(json!({"rowCount": count, "command": command, "message": message}));
+            return Ok(
+                json!({"rowCount": count, "command": command, "message": message}).to_string(),
+            );
         }
     }
-    types::resolve(&module.types, &mut connection, &result.columns);
-    let (names, shapes, columns) = types::describe(&module.types, &result.columns);
-    let rows = rows_to_json(&names, &shapes, &result.rows);
-    let row_count = if result.columns.is_empty() {
+    types::resolve(&module.types, &mut connection, &outcome.columns);
+    drop(connection);
+    let (names, shapes, columns) = types::describe(&module.types, &outcome.columns);
+    let row_count = if outcome.columns.is_empty() {
         tag_count.unwrap_or(0)
     } else {
-        rows.len() as u64
+        outcome.rows.len() as u64
     };
-    Ok(json!({
-        "command": command,
-        "columns": columns,
-        "rows": rows,
-        "rowCount": row_count,
-        "truncated": outcome.truncated,
-    }))
+    // Written directly: `{"command", "columns", "rows", "rowCount", "truncated"}`.
+    let mut out = Vec::with_capacity(256 + outcome.rows.byte_len() * 2);
+    out.extend_from_slice(b"{\"command\":");
+    let _ = serde_json::to_writer(&mut out, &command);
+    out.extend_from_slice(b",\"columns\":");
+    let _ = serde_json::to_writer(&mut out, &columns);
+    out.extend_from_slice(b",\"rows\":");
+    write_rows(&mut out, &names, &shapes, &outcome.rows);
+    out.extend_from_slice(
+        format!(
+            ",\"rowCount\":{row_count},\"truncated\":{}}}",
+            outcome.truncated
+        )
+        .as_bytes(),
+    );
+    String::from_utf8(out)
+        .map_err(|_| ToolError::new(codes::INTERNAL_ERROR, "the result is not valid UTF-8"))
 }
 
 #[cfg(test)]

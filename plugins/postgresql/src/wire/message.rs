@@ -84,6 +84,19 @@ pub fn encode_extended(
     max_rows: i32,
     buf: &mut BytesMut,
 ) -> Result<(), WireError> {
+    encode_bind_execute(sql, params, max_rows, true, buf)?;
+    frontend::sync(buf);
+    Ok(())
+}
+
+/// [`encode_extended`] without the Sync, and Describe only when asked.
+pub(super) fn encode_bind_execute(
+    sql: &str,
+    params: &[Option<&str>],
+    max_rows: i32,
+    describe: bool,
+    buf: &mut BytesMut,
+) -> Result<(), WireError> {
     if params.len() > i16::MAX as usize {
         return Err(WireError::Protocol("too many parameters".into()));
     }
@@ -110,9 +123,10 @@ pub fn encode_extended(
         };
         return Err(WireError::Protocol(message));
     }
-    frontend::describe(b'P', "", buf)?;
+    if describe {
+        frontend::describe(b'P', "", buf)?;
+    }
     frontend::execute("", max_rows, buf)?;
-    frontend::sync(buf);
     Ok(())
 }
 

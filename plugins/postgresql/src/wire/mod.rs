@@ -11,13 +11,15 @@
 
 mod connect;
 mod message;
+mod pipeline;
 pub mod tls;
 
 use std::time::Instant;
 
 use bytes::BytesMut;
 pub use connect::ConnectParams;
-pub use message::{encode_extended, encode_query, Column, DbError, GroupResult};
+pub use message::{encode_query, Column, DbError, GroupResult};
+pub use pipeline::{encode_step, encode_sync, TextRows};
 
 /// Everything that can go wrong on a connection.
 #[derive(Debug, thiserror::Error)]
