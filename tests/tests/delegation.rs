@@ -154,13 +154,43 @@ fn reads_cannot_write_and_failed_writes_leave_nothing() {
         .cluster
         .query_texts("postgres", "SELECT body FROM notes ORDER BY id");
     for gone in ["sneaked", "unlocked", "switched", "via 1", "first half"] {
-        assert!(!bodies.iter().any(|b| b == gone), "{gone} was written: {bodies:?}");
+        assert!(
+            !bodies.iter().any(|b| b == gone),
+            "{gone} was written: {bodies:?}"
+        );
     }
     // And the connections are fine for the next write.
-    let result = db.query_as(&writer, "INSERT INTO notes (body) VALUES ('after')", json!([]));
+    let result = db.query_as(
+        &writer,
+        "INSERT INTO notes (body) VALUES ('after')",
+        json!([]),
+    );
     assert_eq!(result["structuredContent"]["rowCount"], 1, "{result}");
     assert!(db
         .cluster
         .query_texts("postgres", "SELECT body FROM notes WHERE owner = 'writer'")
         .contains(&"after".to_owned()));
+}
+
+/// Statements are cached per connection; a table that changes shape under
+/// a cached `SELECT *` is read afresh, not answered with an error.
+#[test]
+fn cached_statements_follow_schema_changes() {
+    let mut db =
+        Delegated::start(json!({"pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 3000}}));
+    let reader = db.token("reader", &["sql-read"]);
+    let sql = "SELECT * FROM orders WHERE id = $1";
+    for _ in 0..3 {
+        let result = db.query_as(&reader, sql, json!([1]));
+        assert_eq!(rows(&result).len(), 1, "{result}");
+    }
+    db.cluster.exec(
+        "postgres",
+        "ALTER TABLE orders ADD COLUMN status text DEFAULT 'open'",
+    );
+    let result = db.query_as(&reader, sql, json!([1]));
+    assert_eq!(rows(&result)[0]["status"], "open", "{result}");
+    // Same text, other parameter values and types still work.
+    let result = db.query_as(&reader, sql, json!(["2"]));
+    assert_eq!(rows(&result)[0]["id"], 2, "{result}");
 }

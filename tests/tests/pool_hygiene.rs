@@ -183,3 +183,63 @@ fn an_identity_changed_inside_a_statement_is_caught_and_nothing_is_returned() {
     let result = db.query_as(&reader, "SELECT current_user AS u", json!([]));
     assert_eq!(rows(&result), [json!({"u": "reader"})]);
 }
+
+/// A read ends in ROLLBACK rather than DISCARD ALL; everything a function
+/// can leave in a session during a read must still be gone for the next
+/// caller of the same (single) connection, and a replaced internal
+/// statement must not switch the guard off.
+#[test]
+fn a_read_leaves_nothing_in_the_session() {
+    let mut db =
+        Delegated::start(json!({"pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 3000}}));
+    db.cluster.exec(
+        "postgres",
+        "CREATE FUNCTION plant_statement() RETURNS int LANGUAGE plpgsql AS $$ BEGIN \
+           EXECUTE 'PREPARE planted AS SELECT 42'; RETURN 1; END $$; \
+         CREATE FUNCTION leave_traces() RETURNS int LANGUAGE plpgsql AS $$ BEGIN \
+           PERFORM pg_advisory_lock(4242); \
+           PERFORM set_config('application_name', 'planted', false); \
+           PERFORM set_config('search_path', 'planted', false); \
+           EXECUTE 'LISTEN planted'; \
+           EXECUTE 'DECLARE planted CURSOR WITH HOLD FOR SELECT 1'; \
+           RETURN 1; END $$; \
+         CREATE FUNCTION fake_internals() RETURNS SETOF text LANGUAGE plpgsql AS $$ BEGIN \
+           EXECUTE 'DEALLOCATE ALL'; \
+           EXECUTE 'PREPARE mcpd_rollback AS SELECT 1'; \
+           EXECUTE 'PREPARE mcpd_set_role(text) AS SELECT $1'; \
+           EXECUTE 'SET ROLE writer'; \
+           RETURN QUERY SELECT body FROM notes; END $$; \
+         GRANT EXECUTE ON FUNCTION plant_statement(), leave_traces(), fake_internals() TO reader;",
+    );
+    let reader = db.token("reader", &["sql-read"]);
+    let checks = "SELECT current_user AS u, \
+        (SELECT count(*) FROM pg_prepared_statements WHERE from_sql) AS prepared, \
+        (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS locks, \
+        current_setting('application_name') AS app, current_setting('search_path') AS path, \
+        (SELECT count(*) FROM pg_listening_channels()) AS listening, \
+        to_regclass('pg_temp.planted') IS NULL AS no_temp, \
+        (SELECT count(*) FROM pg_cursors WHERE name <> $$$$) AS cursors";
+    let clean = json!({"u": "reader", "prepared": "0", "locks": "0", "app": "mcp-delegate/postgresql1",
+        "path": "\"$user\", public", "listening": "0", "no_temp": true, "cursors": "0"});
+    assert_eq!(
+        rows(&db.query_as(&reader, checks, json!([]))),
+        std::slice::from_ref(&clean)
+    );
+
+    for planter in ["leave_traces", "plant_statement"] {
+        let result = db.query_as(&reader, &format!("SELECT {planter}() AS t"), json!([]));
+        assert_eq!(rows(&result), [json!({"t": 1})], "{result}");
+        assert_eq!(
+            rows(&db.query_as(&reader, checks, json!([]))),
+            std::slice::from_ref(&clean),
+            "after {planter}"
+        );
+    }
+
+    // Internal statements replaced during the call: the call fails, and the
+    // next one runs as the right user on a clean session.
+    let result = db.query_as(&reader, "SELECT * FROM fake_internals()", json!([]));
+    assert_eq!(result["isError"], true, "{result}");
+    assert!(!result.to_string().contains("writer note"), "{result}");
+    assert_eq!(rows(&db.query_as(&reader, checks, json!([]))), [clean]);
+}

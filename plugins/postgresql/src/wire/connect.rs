@@ -131,6 +131,7 @@ impl Connection {
             read_buf: BytesMut::with_capacity(16 * 1024),
             write_buf: BytesMut::with_capacity(4 * 1024),
             broken: false,
+            statements: super::SessionStatements::default(),
             last_used: Instant::now(),
         };
         connection.startup(params)?;

@@ -101,9 +101,21 @@ pub(super) fn encode_bind_execute(
         return Err(WireError::Protocol("too many parameters".into()));
     }
     frontend::parse("", sql, std::iter::repeat_n(0u32, params.len()), buf)?;
+    encode_bind_execute_named("", params, max_rows, describe, buf)
+}
+
+/// Bind (text in and out) of statement `name` to the unnamed portal,
+/// Describe when asked, and Execute (at most `max_rows`, 0 = all).
+pub(super) fn encode_bind_execute_named(
+    name: &str,
+    params: &[Option<&str>],
+    max_rows: i32,
+    describe: bool,
+    buf: &mut BytesMut,
+) -> Result<(), WireError> {
     let bound = frontend::bind(
         "",
-        "",
+        name,
         std::iter::once(TEXT),
         params.iter(),
         |param, buf| match param {

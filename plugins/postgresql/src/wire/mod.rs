@@ -12,6 +12,7 @@
 mod connect;
 mod message;
 mod pipeline;
+mod statements;
 pub mod tls;
 
 use std::time::Instant;
@@ -19,7 +20,10 @@ use std::time::Instant;
 use bytes::BytesMut;
 pub use connect::ConnectParams;
 pub use message::{encode_query, Column, DbError, GroupResult};
-pub use pipeline::{encode_step, encode_sync, TextRows};
+pub use pipeline::{
+    encode_close_statement, encode_prepare, encode_run_prepared, encode_step, encode_sync, TextRows,
+};
+pub use statements::SessionStatements;
 
 /// Everything that can go wrong on a connection.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +48,8 @@ pub struct Connection {
     write_buf: BytesMut,
     /// Set when the connection's state is unknown: r2d2 then drops it.
     broken: bool,
+    /// The named statements that exist on this session.
+    pub statements: SessionStatements,
     last_used: Instant,
 }
 

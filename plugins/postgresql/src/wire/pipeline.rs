@@ -34,6 +34,41 @@ pub fn encode_step(
     encode_bind_execute(sql, params, max_rows, describe, buf)
 }
 
+/// Parse of a named statement (parameter types inferred), to be run later
+/// with [`encode_run_prepared`]. Named statements outlive transactions; a
+/// `DISCARD ALL` removes them.
+pub fn encode_prepare(
+    name: &str,
+    sql: &str,
+    param_count: usize,
+    buf: &mut BytesMut,
+) -> Result<(), WireError> {
+    frontend::parse(name, sql, std::iter::repeat_n(0u32, param_count), buf)?;
+    Ok(())
+}
+
+/// Bind (+ Describe when `describe`) + Execute of a named statement
+/// (text parameters, at most `max_rows`, 0 = all), no Sync: one step of a
+/// batch.
+pub fn encode_run_prepared(
+    name: &str,
+    params: &[Option<&str>],
+    max_rows: i32,
+    describe: bool,
+    buf: &mut BytesMut,
+) -> Result<(), WireError> {
+    if params.len() > i16::MAX as usize {
+        return Err(WireError::Protocol("too many parameters".into()));
+    }
+    super::message::encode_bind_execute_named(name, params, max_rows, describe, buf)
+}
+
+/// Close of a named statement (its CloseComplete is skipped by the reader).
+pub fn encode_close_statement(name: &str, buf: &mut BytesMut) -> Result<(), WireError> {
+    frontend::close(b'S', name, buf)?;
+    Ok(())
+}
+
 /// Ends a batch: the server answers with ReadyForQuery.
 pub fn encode_sync(buf: &mut BytesMut) {
     frontend::sync(buf);
@@ -134,14 +169,22 @@ pub struct BatchResult {
     pub rows: TextRows,
     /// Rows the captured step sent, kept or not.
     pub rows_seen: usize,
+    /// The first row of the probed step, if it sent one.
+    pub probe_row: Option<Vec<Option<String>>>,
     /// `I` idle, `T` in a transaction, `E` in a failed transaction.
     pub transaction_status: u8,
 }
 
 impl Connection {
     /// Reads a batch's responses up to its ReadyForQuery, keeping the rows
-    /// of step `capture` (at most `row_cap`).
-    pub fn read_batch(&mut self, capture: usize, row_cap: usize) -> Result<BatchResult, WireError> {
+    /// of step `capture` (at most `row_cap`) and the first row of step
+    /// `probe`.
+    pub fn read_batch(
+        &mut self,
+        capture: usize,
+        row_cap: usize,
+        probe: Option<usize>,
+    ) -> Result<BatchResult, WireError> {
         let mut result = BatchResult::default();
         loop {
             let step = result.completed.len();
@@ -161,6 +204,18 @@ impl Connection {
                         if result.rows.len() < row_cap {
                             result.rows.push_row(body.buffer(), &mut body.ranges())?;
                         }
+                    } else if Some(step) == probe && result.probe_row.is_none() {
+                        let buffer = body.buffer();
+                        let mut ranges = body.ranges();
+                        let mut row = Vec::new();
+                        while let Some(range) = ranges.next().map_err(WireError::Io)? {
+                            row.push(
+                                range.map(|range| {
+                                    String::from_utf8_lossy(&buffer[range]).into_owned()
+                                }),
+                            );
+                        }
+                        result.probe_row = Some(row);
                     }
                 }
                 Message::CommandComplete(body) => {

@@ -1,6 +1,8 @@
 //! Pieces of the benchmark harness: a keep-alive HTTP load generator with
 //! latency percentiles, pgbench runs, and process memory readings.
 
+pub mod http1;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -62,11 +64,8 @@ pub fn http_load(
             let check = check.clone();
             let counter = counter.clone();
             std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::builder()
-                    .pool_max_idle_per_host(1)
-                    .timeout(Duration::from_secs(30))
-                    .build()
-                    .expect("client");
+                let mut clients: std::collections::HashMap<String, http1::Http1Client> =
+                    std::collections::HashMap::new();
                 let mut latencies = Vec::new();
                 let mut errors = 0usize;
                 loop {
@@ -76,13 +75,17 @@ pub fn http_load(
                     }
                     let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let (url, headers, body) = request_for(i);
-                    let mut request = client.post(url).body(body);
-                    for (name, value) in headers {
-                        request = request.header(name, value);
-                    }
                     let sent = Instant::now();
-                    let ok = match request.send().and_then(|r| r.text()) {
-                        Ok(text) => check(&text),
+                    let ok = match http1::split_url(&url) {
+                        Ok((authority, path)) => {
+                            let client = clients.entry(authority.to_owned()).or_insert_with(|| {
+                                http1::Http1Client::new(authority, Duration::from_secs(30))
+                            });
+                            match client.post(path, &headers, &body) {
+                                Ok((200, text)) => check(&text),
+                                _ => false,
+                            }
+                        }
                         Err(_) => false,
                     };
                     if sent >= start {
