@@ -135,10 +135,9 @@ fn user_info(principal: Option<&Principal>, args: &Value) -> Result<Value, ToolE
     });
     if include_claims {
         let claims: Map<String, Value> = principal
-            .claims
-            .iter()
+            .claims()
+            .into_iter()
             .filter(|(name, _)| !HIDDEN_CLAIMS.contains(&name.as_str()))
-            .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
         info["claims"] = Value::Object(claims);
     }

@@ -163,7 +163,7 @@ fn main() {
         "delegation": {"modules": {"postgresql1": {
             "host": "127.0.0.1", "port": cluster.port, "database": "postgres",
             "user": "mcp_service", "password": "bench",
-            "pool": {"max": 32, "min": 4, "idleTimeoutMillis": 60000, "connectionTimeoutMillis": 10000},
+            "pool": {"max": 10, "min": 4, "idleTimeoutMillis": 60000, "connectionTimeoutMillis": 10000},
             "tokenExchange": {"idpName": "te", "tokenEndpoint": idp.token_endpoint(),
                 "clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET, "audience": "bench-db",
                 "cache": {"enabled": true, "ttlSeconds": 300}}
