@@ -1,11 +1,11 @@
 //! Encoding requests and reading one request's responses ("group": every
 //! message up to and including ReadyForQuery).
 
-use std::io;
-
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
-use postgres_protocol::message::backend::{ErrorResponseBody, Message};
+use postgres_protocol::message::backend::{
+    DataRowBody, ErrorResponseBody, Message, RowDescriptionBody,
+};
 use postgres_protocol::message::frontend;
 use postgres_protocol::IsNull;
 
@@ -84,14 +84,30 @@ pub fn encode_extended(
     max_rows: i32,
     buf: &mut BytesMut,
 ) -> Result<(), WireError> {
-    encode_bind_execute(sql, params, max_rows, true, buf)?;
+    encode_step(sql, params, max_rows, true, buf)?;
     frontend::sync(buf);
     Ok(())
 }
 
-/// [`encode_extended`] without the Sync, and Describe only when asked.
-pub(super) fn encode_bind_execute(
+/// Parse + Bind (+ Describe when `describe`) + Execute of one statement,
+/// unnamed, without Sync: one step of a batch ([`encode_extended`] without
+/// the Sync).
+pub fn encode_step(
     sql: &str,
+    params: &[Option<&str>],
+    max_rows: i32,
+    describe: bool,
+    buf: &mut BytesMut,
+) -> Result<(), WireError> {
+    frontend::parse("", sql, std::iter::repeat_n(0u32, params.len()), buf)?;
+    encode_run_prepared("", params, max_rows, describe, buf)
+}
+
+/// Bind (text in and out) of statement `name` to the unnamed portal,
+/// Describe when asked, and Execute (at most `max_rows`, 0 = all), no
+/// Sync: one step of a batch.
+pub fn encode_run_prepared(
+    name: &str,
     params: &[Option<&str>],
     max_rows: i32,
     describe: bool,
@@ -100,19 +116,6 @@ pub(super) fn encode_bind_execute(
     if params.len() > i16::MAX as usize {
         return Err(WireError::Protocol("too many parameters".into()));
     }
-    frontend::parse("", sql, std::iter::repeat_n(0u32, params.len()), buf)?;
-    encode_bind_execute_named("", params, max_rows, describe, buf)
-}
-
-/// Bind (text in and out) of statement `name` to the unnamed portal,
-/// Describe when asked, and Execute (at most `max_rows`, 0 = all).
-pub(super) fn encode_bind_execute_named(
-    name: &str,
-    params: &[Option<&str>],
-    max_rows: i32,
-    describe: bool,
-    buf: &mut BytesMut,
-) -> Result<(), WireError> {
     let bound = frontend::bind(
         "",
         name,
@@ -142,37 +145,70 @@ pub(super) fn encode_bind_execute_named(
     Ok(())
 }
 
+/// A result's column descriptions.
+pub(super) fn columns_of(body: &RowDescriptionBody) -> Result<Vec<Column>, WireError> {
+    let mut columns = Vec::new();
+    let mut fields = body.fields();
+    while let Some(field) = fields.next().map_err(WireError::Io)? {
+        columns.push(Column {
+            name: field.name().to_owned(),
+            type_oid: field.type_oid(),
+        });
+    }
+    Ok(columns)
+}
+
+/// One row's values as owned strings (lossy UTF-8: the session is UTF8).
+pub(super) fn owned_row(body: &DataRowBody) -> Result<Vec<Option<String>>, WireError> {
+    let buffer = body.buffer();
+    let mut ranges = body.ranges();
+    let mut row = Vec::new();
+    while let Some(range) = ranges.next().map_err(WireError::Io)? {
+        row.push(range.map(|range| String::from_utf8_lossy(&buffer[range]).into_owned()));
+    }
+    Ok(row)
+}
+
 impl Connection {
+    /// For messages a reader has no use for: passes over the ones that
+    /// carry nothing it needs, and fails (retiring the connection) on the
+    /// ones that mean the session is not where we think it is.
+    pub(super) fn pass_over(&mut self, message: &Message) -> Result<(), WireError> {
+        match message {
+            Message::ParseComplete
+            | Message::BindComplete
+            | Message::NoData
+            | Message::EmptyQueryResponse
+            | Message::RowDescription(_)
+            | Message::ParameterDescription(_)
+            | Message::CloseComplete
+            | Message::NoticeResponse(_)
+            | Message::ParameterStatus(_)
+            | Message::NotificationResponse(_) => Ok(()),
+            Message::CopyInResponse(_) | Message::CopyOutResponse(_) => {
+                // COPY is refused by the policy before it gets here; if it
+                // ever does, the connection's state is unknown.
+                self.mark_broken();
+                Err(WireError::Protocol("unexpected COPY".into()))
+            }
+            _ => {
+                self.mark_broken();
+                Err(WireError::Protocol("unexpected message".into()))
+            }
+        }
+    }
+
     /// Reads one request's responses up to ReadyForQuery, keeping at most
     /// `row_cap` rows (the rest of a simple query's rows are dropped).
     pub fn read_group(&mut self, row_cap: usize) -> Result<GroupResult, WireError> {
         let mut result = GroupResult::default();
         loop {
             match self.read_message()? {
-                Message::RowDescription(body) => {
-                    let mut fields = body.fields();
-                    result.columns.clear();
-                    while let Some(field) = fields.next().map_err(WireError::Io)? {
-                        result.columns.push(Column {
-                            name: field.name().to_owned(),
-                            type_oid: field.type_oid(),
-                        });
-                    }
-                }
+                Message::RowDescription(body) => result.columns = columns_of(&body)?,
                 Message::DataRow(body) => {
                     result.rows_seen += 1;
                     if result.rows.len() < row_cap {
-                        let buffer = body.buffer();
-                        let mut ranges = body.ranges();
-                        let mut row = Vec::with_capacity(result.columns.len());
-                        while let Some(range) = ranges.next().map_err(WireError::Io)? {
-                            row.push(
-                                range.map(|range| {
-                                    String::from_utf8_lossy(&buffer[range]).into_owned()
-                                }),
-                            );
-                        }
-                        result.rows.push(row);
+                        result.rows.push(owned_row(&body)?);
                     }
                 }
                 Message::CommandComplete(body) => {
@@ -190,36 +226,8 @@ impl Connection {
                     result.transaction_status = body.status();
                     return Ok(result);
                 }
-                Message::ParseComplete
-                | Message::BindComplete
-                | Message::NoData
-                | Message::EmptyQueryResponse
-                | Message::ParameterDescription(_)
-                | Message::CloseComplete
-                | Message::NoticeResponse(_)
-                | Message::ParameterStatus(_)
-                | Message::NotificationResponse(_) => {}
-                Message::CopyInResponse(_) | Message::CopyOutResponse(_) => {
-                    // COPY is refused by the policy before it gets here;
-                    // if it ever does, the connection's state is unknown.
-                    self.mark_broken();
-                    return Err(WireError::Protocol("unexpected COPY".into()));
-                }
-                _ => {
-                    self.mark_broken();
-                    return Err(WireError::Protocol("unexpected message".into()));
-                }
+                other => self.pass_over(&other)?,
             }
-        }
-    }
-}
-
-impl From<io::Error> for DbError {
-    fn from(err: io::Error) -> Self {
-        DbError {
-            code: "08006".into(),
-            message: err.to_string(),
-            ..DbError::default()
         }
     }
 }

@@ -19,10 +19,8 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 pub use connect::ConnectParams;
-pub use message::{encode_query, Column, DbError, GroupResult};
-pub use pipeline::{
-    encode_close_statement, encode_prepare, encode_run_prepared, encode_step, encode_sync, TextRows,
-};
+pub use message::{encode_query, encode_run_prepared, encode_step, Column, DbError, GroupResult};
+pub use pipeline::{encode_close_statement, encode_prepare, encode_sync, TextRows};
 pub use statements::SessionStatements;
 
 /// Everything that can go wrong on a connection.

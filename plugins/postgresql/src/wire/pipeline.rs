@@ -19,23 +19,11 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
-use super::message::{db_error, encode_bind_execute, Column, DbError};
+use super::message::{columns_of, db_error, owned_row, Column, DbError};
 use super::{Connection, WireError};
 
-/// Parse + Bind (+ Describe when `describe`) + Execute of one statement,
-/// unnamed, without Sync: one step of a batch.
-pub fn encode_step(
-    sql: &str,
-    params: &[Option<&str>],
-    max_rows: i32,
-    describe: bool,
-    buf: &mut BytesMut,
-) -> Result<(), WireError> {
-    encode_bind_execute(sql, params, max_rows, describe, buf)
-}
-
 /// Parse of a named statement (parameter types inferred), to be run later
-/// with [`encode_run_prepared`]. Named statements outlive transactions; a
+/// with [`super::encode_run_prepared`]. Named statements outlive transactions; a
 /// `DISCARD ALL` removes them.
 pub fn encode_prepare(
     name: &str,
@@ -45,22 +33,6 @@ pub fn encode_prepare(
 ) -> Result<(), WireError> {
     frontend::parse(name, sql, std::iter::repeat_n(0u32, param_count), buf)?;
     Ok(())
-}
-
-/// Bind (+ Describe when `describe`) + Execute of a named statement
-/// (text parameters, at most `max_rows`, 0 = all), no Sync: one step of a
-/// batch.
-pub fn encode_run_prepared(
-    name: &str,
-    params: &[Option<&str>],
-    max_rows: i32,
-    describe: bool,
-    buf: &mut BytesMut,
-) -> Result<(), WireError> {
-    if params.len() > i16::MAX as usize {
-        return Err(WireError::Protocol("too many parameters".into()));
-    }
-    super::message::encode_bind_execute_named(name, params, max_rows, describe, buf)
 }
 
 /// Close of a named statement (its CloseComplete is skipped by the reader).
@@ -190,13 +162,7 @@ impl Connection {
             let step = result.completed.len();
             match self.read_message()? {
                 Message::RowDescription(body) if step == capture => {
-                    let mut fields = body.fields();
-                    while let Some(field) = fields.next().map_err(WireError::Io)? {
-                        result.columns.push(Column {
-                            name: field.name().to_owned(),
-                            type_oid: field.type_oid(),
-                        });
-                    }
+                    result.columns = columns_of(&body)?;
                 }
                 Message::DataRow(body) => {
                     if step == capture {
@@ -205,17 +171,7 @@ impl Connection {
                             result.rows.push_row(body.buffer(), &mut body.ranges())?;
                         }
                     } else if Some(step) == probe && result.probe_row.is_none() {
-                        let buffer = body.buffer();
-                        let mut ranges = body.ranges();
-                        let mut row = Vec::new();
-                        while let Some(range) = ranges.next().map_err(WireError::Io)? {
-                            row.push(
-                                range.map(|range| {
-                                    String::from_utf8_lossy(&buffer[range]).into_owned()
-                                }),
-                            );
-                        }
-                        result.probe_row = Some(row);
+                        result.probe_row = Some(owned_row(&body)?);
                     }
                 }
                 Message::CommandComplete(body) => {
@@ -234,25 +190,7 @@ impl Connection {
                     result.transaction_status = body.status();
                     return Ok(result);
                 }
-                Message::ParseComplete
-                | Message::BindComplete
-                | Message::NoData
-                | Message::RowDescription(_)
-                | Message::ParameterDescription(_)
-                | Message::CloseComplete
-                | Message::NoticeResponse(_)
-                | Message::ParameterStatus(_)
-                | Message::NotificationResponse(_) => {}
-                Message::CopyInResponse(_) | Message::CopyOutResponse(_) => {
-                    // COPY is refused by the policy before it gets here;
-                    // if it ever does, the connection's state is unknown.
-                    self.mark_broken();
-                    return Err(WireError::Protocol("unexpected COPY".into()));
-                }
-                _ => {
-                    self.mark_broken();
-                    return Err(WireError::Protocol("unexpected message".into()));
-                }
+                other => self.pass_over(&other)?,
             }
         }
     }
