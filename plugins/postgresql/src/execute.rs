@@ -181,9 +181,12 @@ pub fn run(
     run_batch(connection, delegation, sql, params, max_rows, true)
 }
 
-/// SQLSTATE of "cached plan must not change result type": a cached
-/// statement whose table changed shape. Nothing ran; run it afresh.
-const STALE_CACHED_PLAN: &str = "0A000";
+/// "cached plan must not change result type" (SQLSTATE 0A000, which other
+/// errors share, so the message is checked too): a cached statement whose
+/// table changed shape. Raised before anything ran; run it afresh.
+fn is_stale_cached_plan(error: &DbError) -> bool {
+    error.code == "0A000" && error.message.contains("cached plan")
+}
 
 fn run_batch(
     connection: &mut Connection,
@@ -263,7 +266,7 @@ fn run_batch(
         discard_all(connection);
     }
     if let Some((step, error)) = batch.error {
-        if may_retry && step == STEP_USER && !user.parse && error.code == STALE_CACHED_PLAN {
+        if may_retry && step == STEP_USER && !user.parse && is_stale_cached_plan(&error) {
             // The session was reset above: the statement is parsed anew.
             return run_batch(connection, delegation, sql, params, max_rows, false);
         }
