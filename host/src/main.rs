@@ -27,10 +27,8 @@ use clap::Parser;
 fn limit_malloc_arenas() {
     // SAFETY: mallopt only adjusts allocator parameters; called before any
     // other thread exists.
-    if std::env::var("XA").is_err() {
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 
@@ -44,12 +42,6 @@ fn main() -> ExitCode {
     match cli.command {
         Some(cli::Command::CheckConfig { file, common }) => check_config::run(&file, &common),
         None => match tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(
-                std::env::var("XW")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(2),
-            )
             .enable_all()
             .build()
         {
