@@ -199,10 +199,6 @@ impl Cluster {
         );
     }
 
-    pub fn log_path(&self) -> std::path::PathBuf {
-        self.dir.path().join("server.log")
-    }
-
     pub fn stop(&self) {
         let out = run_pg(
             "pg_ctl",

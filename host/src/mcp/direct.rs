@@ -100,31 +100,25 @@ impl HostAllowList {
     }
 }
 
-/// The media types of every value of header `name`, without parameters.
-fn media_types(headers: &http::HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(|item| item.split(';').next().unwrap_or("").trim())
+/// A media type without its parameters: `application/json; charset=x` →
+/// `application/json`.
+fn essence(media_type: &str) -> &str {
+    media_type.split(';').next().unwrap_or("").trim()
 }
 
 fn headers_are_plain(headers: &http::HeaderMap, hosts: &HostAllowList) -> bool {
     let accepts = |wanted: &str| {
-        media_types(headers, header::ACCEPT).any(|essence| essence.eq_ignore_ascii_case(wanted))
+        headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|item| essence(item).eq_ignore_ascii_case(wanted))
     };
     let json_body = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("application/json")
-        });
+        .is_some_and(|value| essence(value).eq_ignore_ascii_case("application/json"));
     let legacy_version = match headers.get("mcp-protocol-version") {
         None => true,
         Some(value) => value.to_str().is_ok_and(|version| {

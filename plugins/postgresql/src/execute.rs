@@ -245,7 +245,8 @@ fn run_batch(
         .read_batch(STEP_USER, cap, Some(STEP_GUARD))
         .map_err(|err| connection_lost(&err))?;
     connection.statements.fixed_ready = true;
-    let discarded = if delegation.read_only {
+    // A write's DISCARD ALL ran in the batch; a read needs none if clean.
+    let reset_done = if delegation.read_only {
         true
     } else {
         let discard = connection
@@ -262,7 +263,7 @@ fn run_batch(
             .as_ref()
             .and_then(|row| row.get(1).cloned().flatten())
             .is_none_or(|count| count != "0");
-    if batch.error.is_some() || batch.transaction_status != b'I' || !discarded || prepared_by_sql {
+    if batch.error.is_some() || batch.transaction_status != b'I' || !reset_done || prepared_by_sql {
         discard_all(connection);
     }
     if let Some((step, error)) = batch.error {

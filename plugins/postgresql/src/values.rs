@@ -322,20 +322,16 @@ pub fn write_json(out: &mut Vec<u8>, text: Option<&str>, shape: &Shape) {
 /// JSON object built key by key, a repeated column name keeps its first
 /// position and its last value.
 pub fn write_rows(out: &mut Vec<u8>, names: &[String], shapes: &[Shape], rows: &TextRows) {
-    // (key as JSON, the column whose value it takes)
-    let mut plan: Vec<(Vec<u8>, usize)> = Vec::with_capacity(names.len());
+    // (name, key as JSON, the column whose value it takes)
+    let mut plan: Vec<(&str, Vec<u8>, usize)> = Vec::with_capacity(names.len());
     for (index, name) in names.iter().enumerate() {
-        match names.iter().position(|other| other == name) {
-            Some(first) if first < index => {
-                if let Some(entry) = plan.iter_mut().find(|(_, column)| names[*column] == *name) {
-                    entry.1 = index;
-                }
-            }
-            _ => {
+        match plan.iter_mut().find(|(known, _, _)| *known == name) {
+            Some(entry) => entry.2 = index,
+            None => {
                 let mut key = Vec::with_capacity(name.len() + 3);
                 write_str(&mut key, name);
                 key.push(b':');
-                plan.push((key, index));
+                plan.push((name, key, index));
             }
         }
     }
@@ -349,7 +345,7 @@ pub fn write_rows(out: &mut Vec<u8>, names: &[String], shapes: &[Shape], rows: &
         cells.extend(rows.row(index));
         out.push(b'{');
         let mut first = true;
-        for (key, column) in &plan {
+        for (_, key, column) in &plan {
             let (Some(cell), Some(shape)) = (cells.get(*column), shapes.get(*column)) else {
                 continue;
             };

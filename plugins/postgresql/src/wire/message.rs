@@ -54,18 +54,12 @@ pub struct Column {
     pub type_oid: u32,
 }
 
-/// What one request produced.
+/// What one of our own requests produced (users' statements go through
+/// `pipeline`).
 #[derive(Debug, Default)]
 pub struct GroupResult {
-    pub columns: Vec<Column>,
     /// Text values; at most the row cap the reader was given.
     pub rows: Vec<Vec<Option<String>>>,
-    /// Rows the server sent, kept or not.
-    pub rows_seen: usize,
-    /// The last CommandComplete tag (`SELECT 3`, `INSERT 0 1`).
-    pub command_tag: Option<String>,
-    /// The portal had more rows than the Execute limit.
-    pub suspended: bool,
     pub error: Option<DbError>,
     /// `I` idle, `T` in a transaction, `E` in a failed transaction.
     pub transaction_status: u8,
@@ -204,17 +198,12 @@ impl Connection {
         let mut result = GroupResult::default();
         loop {
             match self.read_message()? {
-                Message::RowDescription(body) => result.columns = columns_of(&body)?,
                 Message::DataRow(body) => {
-                    result.rows_seen += 1;
                     if result.rows.len() < row_cap {
                         result.rows.push(owned_row(&body)?);
                     }
                 }
-                Message::CommandComplete(body) => {
-                    result.command_tag = Some(body.tag().map_err(WireError::Io)?.to_owned());
-                }
-                Message::PortalSuspended => result.suspended = true,
+                Message::CommandComplete(_) | Message::PortalSuspended => {}
                 Message::ErrorResponse(body) => {
                     // The first error is the one that matters; the server
                     // skips the rest of the request until Sync.

@@ -5,7 +5,7 @@
 //! Why one Sync: PostgreSQL flushes its output at every ReadyForQuery, so
 //! every Sync (or simple Query) in a batch is one more TCP send on the
 //! server and one more wake-up of the reading thread here. Measured on the
-//! delegated transaction (five sync points → two): fewer context switches
+//! delegated transaction (five sync points → one): fewer context switches
 //! on both sides and less server CPU per call (docs/benchmarks.md).
 //!
 //! Semantics the callers rely on: after an error the server skips every
