@@ -31,8 +31,19 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-# A C compiler for crates that build C code.
+# A C compiler for crates that build C code (pg_query builds libpg_query).
 command -v cc >/dev/null 2>&1 || apt_install gcc libc6-dev
+command -v make >/dev/null 2>&1 || apt_install make
+
+# libclang for bindgen (pg_query generates its bindings at build time). The
+# unversioned libclang.so and clang's own headers come with libclang-dev.
+have_libclang() {
+  if [ -n "${LIBCLANG_PATH:-}" ] && ls "$LIBCLANG_PATH"/libclang*.so* >/dev/null 2>&1; then return 0; fi
+  ls /usr/lib/llvm-*/lib/libclang.so /usr/lib/*-linux-gnu/libclang.so /usr/lib/libclang.so \
+    >/dev/null 2>&1 || return 1
+  ls -d /usr/lib/llvm-*/lib/clang/*/include >/dev/null 2>&1
+}
+have_libclang || apt_install libclang-dev
 
 # PostgreSQL server binaries (initdb, pg_ctl) for the throwaway clusters.
 find_pg_bin() {

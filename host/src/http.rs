@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use crate::auth::resource::ResourceIdentity;
 use crate::auth::Credentials;
 use crate::auth::{AuthFailure, Authenticator, TokenRejection};
-use crate::mcp::{direct, McpEndpoint};
+use crate::mcp::{direct, envelope, McpEndpoint};
 use crate::registry::Registry;
 
 pub type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
@@ -146,9 +146,10 @@ fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> HttpResponse {
     )
 }
 
-/// Reads the body under the size limit and checks it is JSON before rmcp
-/// sees it, so oversized and malformed requests get stable, documented
-/// answers: 413, and a JSON-RPC parse error (-32700) with 400.
+/// Reads the body under the size limit and checks its JSON-RPC envelope
+/// ([`envelope`]) before either MCP path sees it, so oversized and
+/// malformed requests get stable, documented answers: 413, and a JSON-RPC
+/// error (-32700, -32600 or -32602) with 400.
 async fn post_mcp(app: &HttpApp, request: Request<Incoming>) -> HttpResponse {
     let (parts, body) = request.into_parts();
     let limit = app.max_request_bytes;
@@ -172,6 +173,13 @@ async fn post_mcp(app: &HttpApp, request: Request<Incoming>) -> HttpResponse {
             );
         }
     };
+    if let Err(refused) = envelope::check(&bytes) {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"jsonrpc": "2.0", "id": refused.id(),
+                    "error": {"code": refused.code(), "message": refused.to_string()}}),
+        );
+    }
     if let Some(call) = direct::recognize(&parts.headers, &bytes, &app.mcp.hosts) {
         let credentials = parts.extensions.get::<Credentials>();
         let reply = app
@@ -185,13 +193,6 @@ async fn post_mcp(app: &HttpApp, request: Request<Incoming>) -> HttpResponse {
             header::HeaderValue::from_static("application/json"),
         );
         return response;
-    }
-    if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-        return jsonrpc_error(
-            StatusCode::BAD_REQUEST,
-            -32700,
-            &format!("Parse error: the body is not valid JSON ({err})"),
-        );
     }
     app.mcp
         .service

@@ -198,3 +198,81 @@ fn direct_tools_call_answers_exactly_like_rmcp() {
     assert_eq!(parsed["id"], "a\"b");
     assert_eq!(parsed["result"]["structuredContent"]["message"], "x");
 }
+
+/// Bodies that are not valid JSON-RPC for a tool call get the same JSON-RPC
+/// error whichever path they were headed for (a `_meta` key sends a call
+/// to rmcp), and no tool runs for any of them.
+#[test]
+fn invalid_bodies_get_json_rpc_errors_on_both_paths_and_run_nothing() {
+    let (host, _plugins) = echo_host(json!({}));
+    let request_number = || {
+        let (_, body) = host.post_raw(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                   "params": {"name": "echo1-echo", "arguments": {"message": "count"}}})
+            .to_string(),
+        );
+        let body: Value = serde_json::from_str(&body).unwrap();
+        let id = body["result"]["structuredContent"]["context"]["requestId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        id.trim_start_matches("req-").parse::<u64>().unwrap()
+    };
+    let before = request_number();
+    // (direct form, rmcp form, expected code)
+    let cases = [
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo1-echo","arguments":{"message":"\ud800"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":1},"name":"echo1-echo","arguments":{"message":"\ud800"}}}"#,
+            -32700,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo1-echo","arguments":{"message":"\udc00"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":1},"name":"echo1-echo","arguments":{"message":"\udc00"}}}"#,
+            -32700,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["echo1-echo"]}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["echo1-echo",{"_meta":{}}]}"#,
+            -32602,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["echo1-echo",{"message":"x"}]}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["echo1-echo",{"message":"x"},{"progressToken":1}]}"#,
+            -32602,
+        ),
+        (
+            r#"["2.0",1,"tools/call",{"name":"echo1-echo","arguments":{"message":"x"}}]"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":1},"name":"echo1-echo","arguments":{"message":"x"}}}]"#,
+            -32600,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo1-echo","arguments":{"n":1e999}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":1},"name":"echo1-echo","arguments":{"n":1e999}}}"#,
+            -32700,
+        ),
+    ];
+    for (direct, via_rmcp, code) in cases {
+        let (status_direct, body_direct) = host.post_raw(direct);
+        let (status_rmcp, body_rmcp) = host.post_raw(via_rmcp);
+        assert_eq!(status_direct, 400, "{direct}: {body_direct}");
+        assert_eq!(status_rmcp, 400, "{via_rmcp}: {body_rmcp}");
+        let parsed: Value = serde_json::from_str(&body_direct).unwrap();
+        assert_eq!(parsed["error"]["code"], code, "{direct}: {body_direct}");
+        assert_eq!(parsed["jsonrpc"], "2.0");
+        let parsed_rmcp: Value = serde_json::from_str(&body_rmcp).unwrap();
+        assert_eq!(
+            parsed_rmcp["error"]["code"], code,
+            "{via_rmcp}: {body_rmcp}"
+        );
+    }
+    // The exact bytes of one refusal, whichever form it came in.
+    let (_, direct) = host.post_raw(cases[2].0);
+    let (_, via_rmcp) = host.post_raw(cases[2].1);
+    assert_eq!(direct, via_rmcp);
+    assert_eq!(
+        request_number(),
+        before + 1,
+        "a tool ran for an invalid body"
+    );
+}

@@ -147,7 +147,15 @@ pub fn recognize<'a>(
     body: &'a [u8],
     hosts: &HostAllowList,
 ) -> Option<DirectCall<'a>> {
+    // A struct deserializes from an array too (its fields in order): only
+    // an object is a message, and only an object is a tool's params.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
     let envelope: Envelope<'a> = serde_json::from_slice(body).ok()?;
+    if !envelope.params.get().starts_with('{') {
+        return None;
+    }
     if envelope.jsonrpc != "2.0" || envelope.method != "tools/call" {
         return None;
     }
@@ -254,6 +262,14 @@ mod tests {
         );
         no(&CALL.replace("{\"sql\":\"SELECT 1\"}", "[1]"), &h);
         no(&CALL.replace("\"2.0\"", "\"1.0\""), &h);
+        no(
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":["sql1-delegate"]}"#,
+            &h,
+        );
+        no(
+            r#"["2.0",7,"tools/call",{"name":"sql1-delegate","arguments":{}}]"#,
+            &h,
+        );
         for (name, value) in [
             ("mcp-protocol-version", "2026-07-28"),
             ("mcp-protocol-version", "1999-01-01"),

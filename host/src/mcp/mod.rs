@@ -33,6 +33,7 @@ pub struct EndpointSettings {
 }
 
 pub mod direct;
+pub mod envelope;
 
 pub type McpService = StreamableHttpService<McpHandler, NeverSessionManager>;
 
