@@ -31,6 +31,20 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# rustfmt and clippy: scripts/test.sh checks formatting and lints.
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1; then
+      echo "setup: installing the Rust component $component" >&2
+      rustup component add "$component" >&2
+    else
+      echo "setup: the Rust component $component is missing. Install it with:" >&2
+      echo "  rustup component add $component" >&2
+      exit 1
+    fi
+  fi
+done
+
 # A C compiler for crates that build C code (pg_query builds libpg_query).
 command -v cc >/dev/null 2>&1 || apt_install gcc libc6-dev
 command -v make >/dev/null 2>&1 || apt_install make

@@ -5,6 +5,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
 ensure_python_client
+
+# The habits CI guards, each failing the run: formatting, lints (no
+# unwrap/expect outside tests, unsafe only where allowed: see the
+# workspace lints in Cargo.toml) and documentation without broken links.
+echo "== checks: cargo fmt, cargo clippy, cargo doc" >&2
+if ! cargo fmt --all --check; then
+  echo "test: the files above are not formatted; run: cargo fmt --all" >&2
+  exit 1
+fi
+cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
 # The integration tests start the real host binary and load the real plugin
 # libraries, so build the whole workspace first.
 cargo build --workspace --locked

@@ -1,13 +1,15 @@
-//! `mcp-delegate check-config FILE`: the startup validation, printed.
+//! `mcp-delegate check-config FILE`: builds the [`Runtime`] exactly as
+//! `serve` does (without binding or starting anything) and prints what it
+//! found.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::CommonArgs;
-use crate::startup;
+use crate::runtime::Runtime;
 
 pub fn run(file: &Path, common: &CommonArgs) -> ExitCode {
-    let (built, diagnostics) = startup::build(file, common);
+    let (built, diagnostics) = Runtime::build(file, common);
     for warning in &diagnostics.warnings {
         println!(
             "warning: {}: {}",

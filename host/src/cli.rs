@@ -38,6 +38,9 @@ pub struct CommonArgs {
     /// Directory of `{"$secret": "NAME"}` files (default /run/secrets).
     #[arg(long)]
     pub secrets_dir: Option<PathBuf>,
+    /// Address to bind (check-config checks the config for it too).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
 }
 
 #[derive(Debug, Args)]
@@ -48,9 +51,6 @@ pub struct ServeArgs {
     /// Port to listen on (default: config `mcp.port`, else 3000; 0 picks a free one).
     #[arg(long, env = "SERVER_PORT")]
     pub port: Option<u16>,
-    /// Address to bind.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub bind: IpAddr,
     #[command(flatten)]
     pub common: CommonArgs,
 }

@@ -20,19 +20,16 @@ use tokio::net::TcpListener;
 
 use crate::auth::resource::ResourceIdentity;
 use crate::auth::Credentials;
-use crate::auth::{AuthFailure, Authenticator, TokenRejection};
-use crate::mcp::{direct, envelope, McpEndpoint};
+use crate::auth::{AuthFailure, TokenRejection};
+use crate::mcp::{direct, envelope};
 use crate::registry::Registry;
+use crate::runtime::Runtime;
 
 pub type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
 
 /// Everything a request handler needs.
 pub struct HttpApp {
-    pub mcp: McpEndpoint,
-    pub registry: Arc<Registry>,
-    pub max_request_bytes: usize,
-    /// `None` when `auth.mode` is `"none"`.
-    pub authenticator: Option<Arc<Authenticator>>,
+    pub runtime: Runtime,
     pub resource: ResourceIdentity,
 }
 
@@ -51,13 +48,13 @@ async fn route(app: Arc<HttpApp>, request: Request<Incoming>) -> Result<HttpResp
     let response = match (request.method(), path) {
         (_, "/mcp") => match authenticate(&app, request).await {
             Ok(request) if request.method() == Method::POST => post_mcp(&app, request).await,
-            Ok(request) => app.mcp.service.handle(request).await,
+            Ok(request) => app.runtime.mcp.service.handle(request).await,
             Err(response) => response,
         },
         (
             &Method::GET,
             "/.well-known/oauth-protected-resource" | "/.well-known/oauth-protected-resource/mcp",
-        ) => match &app.authenticator {
+        ) => match &app.runtime.authenticator {
             Some(authenticator) => json_response(
                 StatusCode::OK,
                 &app.resource.metadata(&authenticator.requestor_issuers()),
@@ -65,7 +62,7 @@ async fn route(app: Arc<HttpApp>, request: Request<Incoming>) -> Result<HttpResp
             None => not_found(),
         },
         (&Method::GET, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
-        (&Method::GET, "/ready") => ready(&app.registry),
+        (&Method::GET, "/ready") => ready(&app.runtime.registry),
         (_, "/health" | "/ready") => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "METHOD_NOT_ALLOWED", "message": "use GET"}),
@@ -111,7 +108,7 @@ async fn authenticate(
     app: &HttpApp,
     mut request: Request<Incoming>,
 ) -> Result<Request<Incoming>, HttpResponse> {
-    let Some(authenticator) = &app.authenticator else {
+    let Some(authenticator) = &app.runtime.authenticator else {
         return Ok(request);
     };
     let outcome = match bearer_token(request.headers()) {
@@ -152,7 +149,7 @@ fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> HttpResponse {
 /// error (-32700, -32600 or -32602) with 400.
 async fn post_mcp(app: &HttpApp, request: Request<Incoming>) -> HttpResponse {
     let (parts, body) = request.into_parts();
-    let limit = app.max_request_bytes;
+    let limit = app.runtime.config.mcp.max_request_bytes;
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -180,9 +177,10 @@ async fn post_mcp(app: &HttpApp, request: Request<Incoming>) -> HttpResponse {
                     "error": {"code": refused.code(), "message": refused.to_string()}}),
         );
     }
-    if let Some(call) = direct::recognize(&parts.headers, &bytes, &app.mcp.hosts) {
+    if let Some(call) = direct::recognize(&parts.headers, &bytes, &app.runtime.mcp.hosts) {
         let credentials = parts.extensions.get::<Credentials>();
         let reply = app
+            .runtime
             .mcp
             .handler
             .call_tool_direct(&call.name, credentials, call.args_json.to_owned())
@@ -194,7 +192,8 @@ async fn post_mcp(app: &HttpApp, request: Request<Incoming>) -> HttpResponse {
         );
         return response;
     }
-    app.mcp
+    app.runtime
+        .mcp
         .service
         .handle(Request::from_parts(parts, Full::new(bytes)))
         .await

@@ -1,23 +1,15 @@
-//! `mcp-delegate`: build the configuration, bind, serve until a signal.
+//! `mcp-delegate`: build the [`Runtime`], bind, serve until a signal.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::auth::exchange::TokenExchanger;
 use crate::auth::resource::ResourceIdentity;
-use crate::auth::Authenticator;
 use crate::cli::ServeArgs;
-use crate::config::McpConfig;
 use crate::http::{self, HttpApp};
-use crate::mcp::{self, Delegation, EndpointSettings};
-use crate::startup;
+use crate::runtime::Runtime;
 
 const DEFAULT_PORT: u16 = 3000;
-/// Bound on calls to identity providers (JWKS, token exchange).
-const OUTBOUND_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(args: ServeArgs) -> ExitCode {
     let Some(config_path) = args.config.clone() else {
@@ -26,8 +18,9 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     };
     // Building instances is synchronous plugin code: keep it off the runtime.
     let common = args.common;
+    let bind = common.bind;
     let built = tokio::task::spawn_blocking(move || {
-        let (built, diagnostics) = startup::build(&config_path, &common);
+        let (built, diagnostics) = Runtime::build(&config_path, &common);
         for warning in &diagnostics.warnings {
             tracing::warn!(path = %warning.path, "config: {}", warning.message);
         }
@@ -37,98 +30,41 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         built
     })
     .await;
-    let Ok(Some(built)) = built else {
+    let Ok(Some(runtime)) = built else {
         tracing::error!("startup failed: see the errors above");
         return ExitCode::from(2);
     };
-    for missing in &built.registry.unavailable {
+    for missing in &runtime.registry.unavailable {
         tracing::error!(module = %missing.name, "module unavailable: {}", missing.reason);
     }
-
-    let http_client = match reqwest::Client::builder()
-        .timeout(OUTBOUND_TIMEOUT)
-        .connect_timeout(OUTBOUND_TIMEOUT)
-        .build()
-    {
-        Ok(client) => client,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot create the HTTP client");
-            return ExitCode::FAILURE;
-        }
-    };
-    let authenticator = Authenticator::new(
-        &built.config.auth,
-        built.registry.entries.values(),
-        built.config.mcp.oauth.required_scopes.clone(),
-        http_client.clone(),
-    );
-    let mut exchangers = HashMap::new();
-    match &authenticator {
-        Some(authenticator) => {
-            authenticator.spawn_key_refresh();
-            for (module, entry) in &built.registry.entries {
-                let Some(exchange) = entry.token_exchange.clone() else {
-                    continue;
-                };
-                match TokenExchanger::new(module, exchange, authenticator, http_client.clone()) {
-                    Ok(exchanger) => {
-                        exchangers.insert(module.clone(), Arc::new(exchanger));
-                    }
-                    Err(err) => {
-                        tracing::error!(module = %module, "config: {err}");
-                        return ExitCode::from(2);
-                    }
-                }
-            }
-        }
-        None => {
-            if !args.bind.is_loopback() {
-                tracing::error!(
-                    bind = %args.bind,
-                    "refusing to serve without authentication (auth.mode \"none\") on a \
-                     non-loopback address; use --bind 127.0.0.1"
-                );
-                return ExitCode::from(2);
-            }
-            tracing::warn!(
-                "AUTHENTICATION IS DISABLED (auth.mode \"none\"): every caller on this machine \
-                 can use every tool, and no database identity is delegated. Serving on loopback only."
-            );
-        }
+    if runtime.authenticator.is_none() {
+        tracing::warn!(
+            "AUTHENTICATION IS DISABLED (auth.mode \"none\"): every caller on this machine \
+             can use every tool, and no database identity is delegated. Serving on loopback only."
+        );
     }
 
-    let port = args.port.or(built.config.mcp.port).unwrap_or(DEFAULT_PORT);
-    let listener = match tokio::net::TcpListener::bind(SocketAddr::new(args.bind, port)).await {
+    let port = args
+        .port
+        .or(runtime.config.mcp.port)
+        .unwrap_or(DEFAULT_PORT);
+    let listener = match tokio::net::TcpListener::bind(SocketAddr::new(bind, port)).await {
         Ok(listener) => listener,
         Err(err) => {
-            tracing::error!(bind = %args.bind, port, error = %err, "cannot listen");
+            tracing::error!(%bind, port, error = %err, "cannot listen");
+            runtime.registry.shutdown();
             return ExitCode::FAILURE;
         }
     };
+    runtime.start();
     let local = listener.local_addr().ok();
-    let registry = Arc::new(built.registry);
-    let settings = endpoint_settings(&built.config.mcp, args.bind);
-    let delegation = Delegation { exchangers };
-    let mcp = match mcp::endpoint(
-        registry.clone(),
-        built.config.mcp.server_name.clone(),
-        built.config.mcp.tools_page_size,
-        settings,
-        delegation,
-    ) {
-        Ok(mcp) => mcp,
-        Err(err) => {
-            tracing::error!("{err}");
-            return ExitCode::FAILURE;
-        }
-    };
     if let Some(local) = local {
         tracing::info!(
-            tools = registry.tools().len(),
+            tools = runtime.registry.tools().len(),
             "Listening on http://{local}/mcp"
         );
     }
-    let public_url = built
+    let public_url = runtime
         .config
         .mcp
         .public_url
@@ -136,37 +72,15 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         .or_else(|| std::env::var("SERVER_URL").ok())
         .unwrap_or_else(|| match local {
             Some(local) => format!("http://{local}"),
-            None => format!("http://{}:{port}", args.bind),
+            None => format!("http://{bind}:{port}"),
         });
-    let app = Arc::new(HttpApp {
-        mcp,
-        registry: registry.clone(),
-        max_request_bytes: built.config.mcp.max_request_bytes,
-        authenticator,
-        resource: ResourceIdentity::new(&public_url, built.config.mcp.oauth.scopes.clone()),
-    });
+    let resource = ResourceIdentity::new(&public_url, runtime.config.mcp.oauth.scopes.clone());
+    let registry = runtime.registry.clone();
+    let app = Arc::new(HttpApp { runtime, resource });
     http::serve(listener, app, shutdown_signal()).await;
     tracing::info!("shutting down modules");
     let _ = tokio::task::spawn_blocking(move || registry.shutdown()).await;
     ExitCode::SUCCESS
-}
-
-fn endpoint_settings(mcp: &McpConfig, bind: IpAddr) -> EndpointSettings {
-    let allowed_hosts = mcp.allowed_hosts.clone().unwrap_or_else(|| {
-        let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
-        if !bind.is_unspecified() {
-            hosts.push(bind.to_string());
-        }
-        hosts
-    });
-    EndpointSettings {
-        allowed_hosts,
-        allowed_origins: mcp.allowed_origins.clone(),
-        max_request_bytes: mcp.max_request_bytes,
-    }
 }
 
 async fn shutdown_signal() {

@@ -5,6 +5,10 @@
 // abi_stable 0.11's `#[sabi_trait]` expands to impls inside a const block, which
 // newer compilers flag; the code is the macro's, not ours.
 #![allow(non_local_definitions)]
+// SAFETY: abi_stable's derive and `#[sabi_trait]` macros expand to `unsafe
+// impl StableAbi` and unsafe vtable code; abi_stable checks those layouts
+// at load time. This module holds no hand-written unsafe code.
+#![allow(unsafe_code)]
 
 use abi_stable::{
     declare_root_module_statics,

@@ -22,7 +22,7 @@ use crate::contract::{CallContext, ConfigReport, HealthReport, ModuleInfo, ToolE
 /// One configured module instance, as a plugin author writes it.
 ///
 /// Called from several host threads at once, always on blocking threads:
-/// synchronous I/O (the `postgres` crate, r2d2) is fine here.
+/// synchronous I/O (blocking sockets, r2d2) is fine here.
 pub trait Module: Send + Sync + 'static {
     /// The tools this instance serves, names unprefixed.
     fn tools(&self) -> Vec<ToolSpec>;

@@ -3,7 +3,7 @@
 //!
 //! The surface is deliberately tiny: one prefix-type root module
 //! ([`PluginModule`]) that creates instances, and one `#[sabi_trait]` object
-//! ([`PluginInstance`]) per configured module. Everything that may evolve
+//! ([`abi::PluginInstance`]) per configured module. Everything that may evolve
 //! (configs, call contexts, tool specs, results, errors) crosses the boundary
 //! as JSON strings described by the serde types in [`contract`], so the Rust
 //! layout checked by abi_stable rarely has to change.

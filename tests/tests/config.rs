@@ -112,3 +112,43 @@ fn an_unresolved_secret_stops_startup_with_the_field_path() {
         "{stderr}"
     );
 }
+
+/// `check-config` builds what `serve` builds: a config that `serve` would
+/// refuse after the registry (token exchange through an IdP not used for
+/// it, a plugin declaring an invalid tool) fails `check-config` too, with
+/// the field's path, and stops `serve` with the same message.
+#[test]
+fn check_config_refuses_what_serve_refuses_after_the_registry() {
+    let plugins = plugin_dir(&[plugin_library("mcp_delegate_echo")]);
+    let exchange_through_a_requestor_idp = json!({
+        "auth": {"trustedIDPs": [{"name": "corp", "issuer": "https://idp.example.com",
+            "audience": "mcp", "jwksUri": "https://idp.example.com/jwks", "use": ["requestor"]}]},
+        "delegation": {"modules": {"echo1": {"tokenExchange": {
+            "idpName": "corp", "tokenEndpoint": "https://idp.example.com/token",
+            "audience": "db", "clientId": "c", "clientSecret": "s"}}}}
+    });
+    let invalid_tool = json!({
+        "auth": {"mode": "none"},
+        "delegation": {"modules": {"echo1": {"inputSchema": "not a schema"}}}
+    });
+    for (config, path) in [
+        (
+            exchange_through_a_requestor_idp,
+            "delegation.modules.echo1.tokenExchange.idpName",
+        ),
+        (invalid_tool, "delegation.modules.echo1"),
+    ] {
+        let file = host::config_file(&config);
+        let (code, stdout, _) = host::run_to_exit(&[
+            "check-config",
+            file.path().to_str().unwrap(),
+            "--plugin-dir",
+            plugins.path().to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "{stdout}");
+        assert!(stdout.contains(&format!("error: {path}: ")), "{stdout}");
+        let (code, _, stderr) = host::serve_to_exit(&config, plugins.path(), &[]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains(path), "{stderr}");
+    }
+}

@@ -103,3 +103,71 @@ fn configuration_doc_and_code_list_the_same_keys() {
         "keys in docs/configuration.md but not in code: {unknown:?}"
     );
 }
+
+/// Every file and directory docs/ARCHITECTURE.md names (a backticked token
+/// ending in `/` or a file extension) exists: in the repository, or under
+/// the crate whose section (`### \`crate/\``) names it. A token with a
+/// slash must match the end of a real path, not just its file name.
+#[test]
+fn architecture_map_names_only_paths_that_exist() {
+    let root = workspace_root();
+    let doc = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).unwrap();
+    let listed = std::process::Command::new("git")
+        .args(["ls-files", "--cached", "--others", "--exclude-standard"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let files: Vec<String> = String::from_utf8(listed.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // Every tracked file and every directory above one, dirs ending in '/'.
+    let mut paths: Vec<String> = Vec::new();
+    for file in &files {
+        let mut prefix = String::new();
+        for part in file.split('/').collect::<Vec<_>>().split_last().unwrap().1 {
+            prefix.push_str(part);
+            prefix.push('/');
+            paths.push(prefix.clone());
+        }
+        paths.push(file.clone());
+    }
+    let is_path = |token: &str| {
+        let plain = token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c));
+        let shaped = token.ends_with('/')
+            || [".rs", ".md", ".toml", ".sh", ".json", ".py"]
+                .iter()
+                .any(|ext| token.ends_with(ext));
+        plain && shaped && !token.starts_with('/')
+    };
+    let mut section = String::new();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for line in doc.lines() {
+        if let Some(heading) = line.strip_prefix("### `") {
+            section = heading.split('`').next().unwrap_or("").to_owned();
+            continue;
+        }
+        if line.starts_with("## ") {
+            section.clear();
+        }
+        for token in line.split('`').skip(1).step_by(2).filter(|t| is_path(t)) {
+            checked += 1;
+            let found = paths.iter().any(|path| {
+                let in_scope = section.is_empty() || path.starts_with(&section);
+                in_scope && (path == token || path.ends_with(&format!("/{token}")))
+            }) || paths.iter().any(|path| path == token);
+            if !found {
+                missing.push(format!("{token} (section {section:?})"));
+            }
+        }
+    }
+    assert!(checked > 50, "too few paths found: {checked}");
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names paths that do not exist: {missing:#?}"
+    );
+}

@@ -1,5 +1,5 @@
 //! Configuration: read once, secrets resolved, parsed into typed structs,
-//! then checked against the loaded plugins ([`crate::plan`]). `check-config`
+//! then checked against the loaded plugins ([`crate::registry`]). `check-config`
 //! and startup run this same code path.
 
 pub mod auth;

@@ -64,19 +64,38 @@ pub struct Delegation {
 #[derive(Clone)]
 pub struct McpHandler(Arc<McpState>);
 
-/// Builds the `/mcp` endpoint. Fails if a plugin declared a tool whose spec
-/// is not a valid MCP tool (a plugin bug worth stopping for).
+/// A tool spec that is not a valid MCP tool: a plugin bug worth refusing
+/// the config for.
+#[derive(Debug, thiserror::Error)]
+#[error("tool '{tool}' has an invalid spec: {reason}")]
+pub struct InvalidToolSpec {
+    /// The config path of the module serving it (empty: a built-in tool).
+    pub path: String,
+    pub tool: String,
+    pub reason: String,
+}
+
+/// Builds the `/mcp` endpoint.
 pub fn endpoint(
     registry: Arc<Registry>,
     server_name: String,
     page_size: usize,
     settings: EndpointSettings,
     delegation: Delegation,
-) -> Result<McpEndpoint, String> {
+) -> Result<McpEndpoint, InvalidToolSpec> {
     let listed = registry
         .tools()
         .iter()
-        .map(|tool| to_mcp_tool(&tool.spec))
+        .map(|tool| {
+            to_mcp_tool(&tool.spec).map_err(|reason| InvalidToolSpec {
+                path: match &tool.route {
+                    Route::Module { module, .. } => format!("delegation.modules.{}", module.name),
+                    Route::Builtin(_) => String::new(),
+                },
+                tool: tool.spec.name.clone(),
+                reason,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let handler = McpHandler(Arc::new(McpState {
         registry,
@@ -111,6 +130,7 @@ pub fn endpoint(
     })
 }
 
+/// The MCP form of a tool spec, or why it has none.
 fn to_mcp_tool(spec: &mcp_delegate_plugin_api::ToolSpec) -> Result<Tool, String> {
     let mut value = json!({
         "name": spec.name,
@@ -123,8 +143,7 @@ fn to_mcp_tool(spec: &mcp_delegate_plugin_api::ToolSpec) -> Result<Tool, String>
     if let Some(annotations) = &spec.annotations {
         value["annotations"] = serde_json::to_value(annotations).unwrap_or(Value::Null);
     }
-    serde_json::from_value(value)
-        .map_err(|err| format!("tool '{}' has an invalid spec: {err}", spec.name))
+    serde_json::from_value(value).map_err(|err| err.to_string())
 }
 
 fn decode_cursor(cursor: &str) -> Option<usize> {

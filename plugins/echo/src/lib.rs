@@ -4,7 +4,9 @@
 //! `echo1`, … (or with `"type": "echo"`) gets an instance serving one tool,
 //! `<prefix>-echo`, which returns its arguments and the caller's context.
 //! The `panic` argument makes the call panic on purpose: the host's tests use
-//! it to prove that a plugin panic becomes an error result.
+//! it to prove that a plugin panic becomes an error result. The entry key
+//! `inputSchema` replaces the tool's input schema *unchecked*, so that the
+//! host's tests can make a plugin declare an invalid tool.
 
 use mcp_delegate_plugin_api::{
     codes, export_module, CallContext, ConfigIssue, ConfigReport, HealthReport, Module,
@@ -13,13 +15,14 @@ use mcp_delegate_plugin_api::{
 use serde_json::{json, Value};
 
 /// Keys an `echo` module entry understands (besides the host's own keys).
-const KNOWN_KEYS: &[&str] = &["greeting"];
+const KNOWN_KEYS: &[&str] = &["greeting", "inputSchema"];
 
 pub struct EchoFactory;
 
 pub struct EchoModule {
     instance_name: String,
     greeting: String,
+    input_schema: Option<Value>,
 }
 
 impl ModuleFactory for EchoFactory {
@@ -70,6 +73,7 @@ impl ModuleFactory for EchoFactory {
         Ok(EchoModule {
             instance_name: instance_name.to_owned(),
             greeting,
+            input_schema: config.get("inputSchema").cloned(),
         })
     }
 }
@@ -79,13 +83,15 @@ impl Module for EchoModule {
         vec![ToolSpec {
             name: "echo".into(),
             description: "Returns its arguments and the caller's identity.".into(),
-            input_schema: json!({
-                "type": "object",
-                "properties": {
-                    "message": {"type": "string", "description": "Text to echo back."},
-                    "panic": {"type": "boolean", "description": "Panic on purpose (tests)."}
-                },
-                "required": ["message"]
+            input_schema: self.input_schema.clone().unwrap_or_else(|| {
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "message": {"type": "string", "description": "Text to echo back."},
+                        "panic": {"type": "boolean", "description": "Panic on purpose (tests)."}
+                    },
+                    "required": ["message"]
+                })
             }),
             output_schema: Some(json!({
                 "type": "object",

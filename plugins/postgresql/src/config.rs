@@ -21,7 +21,8 @@ pub struct PgModuleConfig {
     pub options: PgOptions,
     #[serde(default)]
     pub pool: PoolConfig,
-    /// Per-statement limit (`SET LOCAL statement_timeout`).
+    /// Per-statement limit: the session's `statement_timeout`, sent at
+    /// connection start-up.
     #[serde(default = "default_statement_timeout")]
     pub statement_timeout_millis: u64,
     /// Most rows a query returns before `truncated: true`.
