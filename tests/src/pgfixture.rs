@@ -7,9 +7,10 @@ use serde_json::{json, Value};
 use crate::host::Host;
 use crate::idp::TestIdp;
 use crate::paths::{plugin_dir, plugin_library};
-use crate::pg::Cluster;
+use crate::pg::{Cluster, PgVersion};
 
 pub const FIXTURE_SQL: &str = r#"
+ALTER ROLE postgres PASSWORD 'superuser-pass';
 CREATE ROLE mcp_service LOGIN NOINHERIT PASSWORD 'service-pass';
 CREATE ROLE reader NOLOGIN;
 CREATE ROLE writer NOLOGIN;
@@ -78,9 +79,14 @@ pub fn auth_section(idp: &TestIdp) -> Value {
 }
 
 impl Delegated {
-    /// One cluster with the fixture, one `postgresql1` module.
+    /// One PostgreSQL 15 cluster with the fixture, one `postgresql1` module.
     pub fn start(module_extra: Value) -> Self {
-        let cluster = Cluster::start();
+        Self::start_on(PgVersion::V15, module_extra)
+    }
+
+    /// As [`Delegated::start`], on a cluster of `version`.
+    pub fn start_on(version: PgVersion, module_extra: Value) -> Self {
+        let cluster = Cluster::start_version(version);
         cluster.exec("postgres", FIXTURE_SQL);
         let idp = TestIdp::start();
         let plugins = plugin_dir(&[plugin_library("mcp_delegate_postgresql")]);

@@ -33,10 +33,15 @@ fn seed_dual_config(first: &Cluster, second: &Cluster) -> Value {
     config
 }
 
+/// The service account with the seed config's password for it.
 fn prepare_cluster(cluster: &Cluster, database: &str, service_user: &str) {
+    let password = match service_user {
+        "mcp_service" => "ServicePass123!",
+        _ => "AnalyticsPass123!",
+    };
     cluster.exec(
         "postgres",
-        &format!("CREATE ROLE {service_user} LOGIN PASSWORD 'pw'"),
+        &format!("CREATE ROLE {service_user} LOGIN PASSWORD '{password}'"),
     );
     if database != "postgres" {
         cluster.exec(

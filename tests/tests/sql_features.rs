@@ -230,7 +230,7 @@ fn schema_and_table_details_show_what_the_role_may_see() {
 
 #[test]
 fn a_superuser_service_account_disables_its_module() {
-    let mut db = Delegated::start(json!({"user": "postgres", "password": null}));
+    let mut db = Delegated::start(json!({"user": "postgres", "password": "superuser-pass"}));
     let reader = db.token("reader", &["sql-read"]);
     let error = Host::tool_error(&db.query_as(&reader, "SELECT 1", json!([])));
     assert_eq!(error["error"], "SERVICE_ACCOUNT_UNSAFE");
