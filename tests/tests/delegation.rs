@@ -112,7 +112,11 @@ fn parameters_are_untyped_like_node_postgres_and_counted() {
 /// write whose identity changes mid-statement commits nothing.
 #[test]
 fn reads_cannot_write_and_failed_writes_leave_nothing() {
-    let mut db = Delegated::start(json!({}));
+    // The functions are allowed, so that the database's own layers (the
+    // read-only transaction, the guard) are what is tested here.
+    let mut db = Delegated::start(json!({"allowedFunctions": [
+        "public.sneak_write", "public.unlock_and_write", "public.write_then_switch"
+    ]}));
     db.cluster.exec(
         "postgres",
         "CREATE FUNCTION sneak_write() RETURNS int LANGUAGE plpgsql AS $$ \

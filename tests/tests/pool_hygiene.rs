@@ -164,8 +164,11 @@ fn an_exhausted_pool_answers_clearly_naming_the_module() {
 
 #[test]
 fn an_identity_changed_inside_a_statement_is_caught_and_nothing_is_returned() {
-    let mut db =
-        Delegated::start(json!({"pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 3000}}));
+    // The function is allowed: the guard is what this tests.
+    let mut db = Delegated::start(json!({
+        "pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 3000},
+        "allowedFunctions": ["public.become_writer"]
+    }));
     // A function that switches role mid-statement: possible because the
     // session user (the service account) is a member of every delegated role.
     db.cluster.exec(
@@ -190,8 +193,11 @@ fn an_identity_changed_inside_a_statement_is_caught_and_nothing_is_returned() {
 /// statement must not switch the guard off.
 #[test]
 fn a_read_leaves_nothing_in_the_session() {
-    let mut db =
-        Delegated::start(json!({"pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 3000}}));
+    // The planting functions are allowed: session hygiene is what this tests.
+    let mut db = Delegated::start(json!({
+        "pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 3000},
+        "allowedFunctions": ["public.plant_statement", "public.leave_traces", "public.fake_internals"]
+    }));
     db.cluster.exec(
         "postgres",
         "CREATE FUNCTION plant_statement() RETURNS int LANGUAGE plpgsql AS $$ BEGIN \

@@ -28,6 +28,13 @@ pub struct PgModuleConfig {
     /// Most rows a query returns before `truncated: true`.
     #[serde(default = "default_max_rows")]
     pub max_rows: u64,
+    /// Functions and operators beyond the safe built-ins that statements
+    /// may call: `schema.name` or `schema.*` (see policy::functions).
+    #[serde(default)]
+    pub allowed_functions: Vec<String>,
+    /// Parsed from `allowed_functions` by [`parse`].
+    #[serde(skip)]
+    pub(crate) allowed: crate::policy::AllowedFunctions,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +128,12 @@ pub fn parse(config: &Value) -> (Option<PgModuleConfig>, ConfigReport) {
     if parsed.max_rows == 0 {
         error("maxRows", "must be at least 1");
     }
+    let allowed = crate::policy::AllowedFunctions::parse(&parsed.allowed_functions);
+    if let Err(message) = &allowed {
+        error("allowedFunctions", message);
+    }
+    let mut parsed = parsed;
+    parsed.allowed = allowed.unwrap_or_default();
     match &parsed.options.ssl {
         None | Some(Value::Bool(false)) => {}
         Some(Value::Bool(true) | Value::Object(_)) => {}

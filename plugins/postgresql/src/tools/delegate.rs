@@ -46,15 +46,18 @@ pub(crate) fn identity(context: &CallContext) -> Result<&str, ToolError> {
 }
 
 fn refusal_error(refusal: policy::Refusal) -> ToolError {
-    let mut error = ToolError::new(refusal.code, refusal.message);
+    let mut error = ToolError::new(refusal.code, refusal.message).with("reason", refusal.reason);
     if let Some(kind) = refusal.statement_kind {
-        error = error.with("statementKind", kind);
+        error = error.with("statementKind", kind.as_ref());
     }
     if let Some(role) = refusal.required_role {
         error = error.with("requiredRole", role);
     }
     if let Some(function) = refusal.function {
-        error = error.with("function", function);
+        error = error.with("function", function.as_ref());
+    }
+    if let Some(operator) = refusal.operator {
+        error = error.with("operator", operator.as_ref());
     }
     error
 }
@@ -115,7 +118,10 @@ pub fn run(
         }
     };
     let identity = identity(context)?;
-    let verdict = module.verdicts.analyze(sql).map_err(refusal_error)?;
+    let verdict = module
+        .verdicts
+        .analyze(sql, &module.config.allowed)
+        .map_err(refusal_error)?;
     policy::authorize(&verdict, &context.delegated_roles).map_err(refusal_error)?;
     if verdict.parameter_count != params.len() {
         return Err(ToolError::new(

@@ -1,0 +1,266 @@
+//! The walk over a statement's *complete* parse tree (its serde form:
+//! pg_query's own node iterator skips some node types), collecting what
+//! the policy judges: every function call, operator and attribute-notation
+//! call, data-modifying and row-locking nodes, `INTO`, the targets of
+//! writes, and the highest `$n`.
+
+use serde_json::Value;
+
+use super::functions::{
+    decide_function, decide_operator, denied_in_attribute_notation, AllowedFunctions, CallDecision,
+    Denied,
+};
+
+/// A call the policy refuses: what it was, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedCall {
+    /// `schema.name`, `name`, or `OPERATOR(schema.op)` as written.
+    pub what: String,
+    pub operator: bool,
+    pub denied: Denied,
+}
+
+/// What the walk found.
+#[derive(Default)]
+pub struct Findings {
+    /// The first refused call, in the order of the statement.
+    pub refused_call: Option<RefusedCall>,
+    /// A write or a function that writes (`nextval`).
+    pub modifies_data: bool,
+    pub locks_rows: bool,
+    pub creates_table: bool,
+    /// The first write target in a system schema (`pg_catalog.pg_settings`).
+    pub catalog_target: Option<String>,
+    pub parameter_count: usize,
+}
+
+/// The names in a `[{"node": {"String": {"sval": …}}}]` list; `None` if
+/// any element is not a plain name.
+fn name_list(list: &Value) -> Option<Vec<&str>> {
+    list.as_array()?
+        .iter()
+        .map(|item| item.pointer("/node/String/sval").and_then(Value::as_str))
+        .collect()
+}
+
+/// Splits `[schema.]name` (or `catalog.schema.name`) into its parts.
+fn qualified<'a>(parts: &[&'a str]) -> Option<(Option<&'a str>, &'a str)> {
+    match parts {
+        [name] => Some((None, name)),
+        [schema, name] | [_, schema, name] => Some((Some(schema), name)),
+        _ => None,
+    }
+}
+
+/// `A_Expr` kinds whose `name` is not an operator (BETWEEN and its forms
+/// expand to `>=`/`<=` on the server).
+const BETWEEN_KINDS: [u64; 4] = [11, 12, 13, 14];
+
+/// Relations no statement may write, whatever its class: the system
+/// catalogs (`pg_settings` updates call `set_config`).
+fn is_system_relation(range_var: &Value) -> Option<String> {
+    let schema = range_var
+        .get("schemaname")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let name = range_var
+        .get("relname")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let system = matches!(schema, "pg_catalog" | "information_schema" | "pg_toast")
+        || (schema.is_empty() && name.starts_with("pg_"));
+    system.then(|| {
+        if schema.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{schema}.{name}")
+        }
+    })
+}
+
+pub struct Walker<'a> {
+    allowed: &'a AllowedFunctions,
+    pub findings: Findings,
+}
+
+impl<'a> Walker<'a> {
+    pub fn new(allowed: &'a AllowedFunctions) -> Self {
+        Self {
+            allowed,
+            findings: Findings::default(),
+        }
+    }
+
+    fn judge(&mut self, what: impl FnOnce() -> String, operator: bool, decision: CallDecision) {
+        match decision {
+            CallDecision::Allow => {}
+            CallDecision::Write => self.findings.modifies_data = true,
+            CallDecision::Deny(denied) => {
+                if self.findings.refused_call.is_none() {
+                    self.findings.refused_call = Some(RefusedCall {
+                        what: what(),
+                        operator,
+                        denied,
+                    });
+                }
+            }
+        }
+    }
+
+    fn function_call(&mut self, call: &Value) {
+        let names = call.get("funcname").and_then(name_list).unwrap_or_default();
+        let Some((schema, name)) = qualified(&names) else {
+            // Not a name the server could resolve either; refuse it.
+            self.judge(|| names.join("."), false, unknown());
+            return;
+        };
+        let arg_count = call
+            .get("args")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        let decision = decide_function(schema, name, arg_count, self.allowed);
+        self.judge(|| names.join("."), false, decision);
+    }
+
+    fn operator(&mut self, name: &Value) {
+        let names = name_list(name).unwrap_or_default();
+        if names.is_empty() {
+            return;
+        }
+        let decision = match qualified(&names) {
+            Some((schema, symbol)) => decide_operator(schema, symbol, self.allowed),
+            None => unknown_operator(),
+        };
+        self.judge(
+            || match names.as_slice() {
+                [symbol] => (*symbol).to_owned(),
+                _ => format!("OPERATOR({})", names.join(".")),
+            },
+            true,
+            decision,
+        );
+    }
+
+    /// `t.f` and `(t).f` call `f(t)` when `t` has no column `f`.
+    fn attribute(&mut self, name: &str) {
+        if let Some(category) = denied_in_attribute_notation(name) {
+            let never = super::functions::NEVER_CATEGORIES.contains(&category)
+                || category == "query-text-or-network";
+            self.judge(
+                || name.to_owned(),
+                false,
+                CallDecision::Deny(Denied { category, never }),
+            );
+        }
+    }
+
+    fn write_target(&mut self, relation: &Value) {
+        if let Some(name) = is_system_relation(relation) {
+            self.findings.catalog_target.get_or_insert(name);
+        }
+    }
+
+    pub fn walk(&mut self, value: &Value) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    self.visit(key, child);
+                    self.walk(child);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| self.walk(item)),
+            _ => {}
+        }
+    }
+
+    fn visit(&mut self, key: &str, child: &Value) {
+        match key {
+            // A function call node, or CALL's `funccall` field.
+            "FuncCall" | "funccall" if child.is_object() => self.function_call(child),
+            "AExpr" => {
+                let kind = child.get("kind").and_then(Value::as_u64).unwrap_or(0);
+                if !BETWEEN_KINDS.contains(&kind) {
+                    if let Some(name) = child.get("name") {
+                        self.operator(name);
+                    }
+                }
+            }
+            "SubLink" => {
+                if let Some(name) = child.get("oper_name") {
+                    self.operator(name);
+                }
+            }
+            "ColumnRef" => {
+                let fields = child.get("fields").and_then(Value::as_array);
+                if let Some(fields) = fields.filter(|fields| fields.len() >= 2) {
+                    if let Some(name) = fields
+                        .last()
+                        .and_then(|f| f.pointer("/node/String/sval"))
+                        .and_then(Value::as_str)
+                    {
+                        self.attribute(name);
+                    }
+                }
+            }
+            "AIndirection" => {
+                for item in child
+                    .get("indirection")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(name) = item.pointer("/node/String/sval").and_then(Value::as_str) {
+                        self.attribute(name);
+                    }
+                }
+            }
+            "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
+                self.findings.modifies_data = true;
+                if let Some(relation) = child.get("relation") {
+                    self.write_target(relation);
+                }
+            }
+            "TruncateStmt" | "LockStmt" => {
+                for relation in child
+                    .get("relations")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(range_var) = relation.pointer("/node/RangeVar") {
+                        self.write_target(range_var);
+                    }
+                }
+            }
+            "LockingClause" => self.findings.locks_rows = true,
+            "locking_clause" if child.as_array().is_some_and(|items| !items.is_empty()) => {
+                self.findings.locks_rows = true
+            }
+            // SELECT … INTO creates a table.
+            "IntoClause" => self.findings.creates_table = true,
+            "into_clause" if !child.is_null() => self.findings.creates_table = true,
+            "ParamRef" => {
+                let number = child.get("number").and_then(Value::as_u64).unwrap_or(0);
+                self.findings.parameter_count = self
+                    .findings
+                    .parameter_count
+                    .max(usize::try_from(number).unwrap_or(0));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn unknown() -> CallDecision {
+    CallDecision::Deny(Denied {
+        category: "unknown-function",
+        never: false,
+    })
+}
+
+fn unknown_operator() -> CallDecision {
+    CallDecision::Deny(Denied {
+        category: "unknown-operator",
+        never: false,
+    })
+}
