@@ -164,6 +164,7 @@ fn health_check(registry: &Registry, args: &Value) -> Result<Value, ToolError> {
         let report = HealthReport {
             healthy: false,
             detail: missing.reason.clone(),
+            ..HealthReport::default()
         };
         modules.insert(missing.name.clone(), report_json(&report));
     }
@@ -184,5 +185,9 @@ fn health_check(registry: &Registry, args: &Value) -> Result<Value, ToolError> {
 }
 
 fn report_json(report: &HealthReport) -> Value {
-    json!({"healthy": report.healthy, "detail": report.detail})
+    let mut json = json!({"healthy": report.healthy, "detail": report.detail});
+    for (key, value) in &report.status {
+        json[key] = value.clone();
+    }
+    json
 }

@@ -27,6 +27,22 @@ pub enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Print the SQL that hardens a module's database for delegation (the
+    /// service account's profile). Changes nothing itself.
+    DbSetup {
+        /// The module entry (`postgresql1`).
+        #[arg(long)]
+        module: String,
+        /// The config file.
+        #[arg(long, env = "CONFIG_PATH")]
+        config: PathBuf,
+        /// A role users are delegated to (repeat for several); without
+        /// one, the SQL has a placeholder.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -62,7 +62,7 @@ async fn route(app: Arc<HttpApp>, request: Request<Incoming>) -> Result<HttpResp
             None => not_found(),
         },
         (&Method::GET, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
-        (&Method::GET, "/ready") => ready(&app.runtime.registry),
+        (&Method::GET, "/ready") => ready(app.runtime.registry.clone()).await,
         (_, "/health" | "/ready") => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "METHOD_NOT_ALLOWED", "message": "use GET"}),
@@ -209,9 +209,14 @@ fn too_large(limit: usize) -> HttpResponse {
     )
 }
 
+/// How long `/ready` waits for the modules' health reports.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// 200 when every configured module has a running instance, else 503 with
-/// the modules that are missing and why.
-fn ready(registry: &Registry) -> HttpResponse {
+/// the modules that are missing and why. `status` adds each running
+/// module's health report (for the PostgreSQL module, its hardening
+/// profile); a database that is down does not make the server unready.
+async fn ready(registry: Arc<Registry>) -> HttpResponse {
     let running: Vec<&str> = registry.modules.iter().map(|m| m.name.as_str()).collect();
     let unavailable: Vec<Value> = registry
         .unavailable
@@ -223,9 +228,35 @@ fn ready(registry: &Registry) -> HttpResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    // The probes run at once, on blocking threads; all share one deadline.
+    let probes: Vec<_> = registry
+        .modules
+        .iter()
+        .map(|module| {
+            let module = module.clone();
+            let name = module.name.clone();
+            (name, tokio::task::spawn_blocking(move || module.health()))
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + READY_PROBE_TIMEOUT;
+    let mut module_status = serde_json::Map::new();
+    for (name, probe) in probes {
+        let report = match tokio::time::timeout_at(deadline, probe).await {
+            Ok(Ok(report)) => {
+                let mut json = json!({"healthy": report.healthy});
+                for (key, value) in report.status {
+                    json[key] = value;
+                }
+                json
+            }
+            _ => json!({"healthy": false, "detail": "no health report in time"}),
+        };
+        module_status.insert(name, report);
+    }
     json_response(
         status,
-        &json!({"ready": registry.is_ready(), "modules": running, "unavailable": unavailable}),
+        &json!({"ready": registry.is_ready(), "modules": running, "unavailable": unavailable,
+                "status": module_status}),
     )
 }
 

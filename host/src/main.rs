@@ -7,6 +7,7 @@ mod builtin;
 mod check_config;
 mod cli;
 mod config;
+mod db_setup;
 mod http;
 mod json;
 mod logging;
@@ -42,6 +43,12 @@ fn main() -> ExitCode {
     logging::init();
     match cli.command {
         Some(cli::Command::CheckConfig { file, common }) => check_config::run(&file, &common),
+        Some(cli::Command::DbSetup {
+            module,
+            config,
+            roles,
+            common,
+        }) => db_setup::run(&config, &module, &roles, &common),
         None => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

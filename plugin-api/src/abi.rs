@@ -112,6 +112,18 @@ pub struct PluginModule {
         config_json: RStr<'_>,
         host: HostServices,
     ) -> RResult<PluginInstanceBox, RString>,
+
+    /// Runs an operator command (`mcp-delegate db-setup` calls
+    /// `"db-setup"`) for one module entry, without an instance. `args_json`
+    /// is a JSON object; Ok: text to print; Err: a readable message.
+    /// Added after the prefix: plugins built before it lack it, and the
+    /// host checks for it (its accessor returns an `Option`).
+    #[sabi(missing_field(option))]
+    pub command: extern "C" fn(
+        name: RStr<'_>,
+        config_json: RStr<'_>,
+        args_json: RStr<'_>,
+    ) -> RResult<RString, RString>,
 }
 
 impl RootModule for PluginModuleRef {

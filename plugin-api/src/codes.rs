@@ -52,8 +52,13 @@ pub const DELEGATION_FAILED: &str = "DELEGATION_FAILED";
 pub const SECURITY_VIOLATION: &str = "SECURITY_VIOLATION";
 /// The table does not exist or the caller may not see it.
 pub const TABLE_NOT_FOUND: &str = "TABLE_NOT_FOUND";
-/// The module's service account is unsafe (superuser or BYPASSRLS).
+/// The module's service account is unsafe (superuser, BYPASSRLS,
+/// CREATEROLE, REPLICATION, inherits delegated roles), or its check could
+/// not run.
 pub const SERVICE_ACCOUNT_UNSAFE: &str = "SERVICE_ACCOUNT_UNSAFE";
+/// The result's first row alone is larger than `maxResultBytes`, or a read
+/// went so far past it that it was cancelled; no row is returned.
+pub const RESULT_TOO_LARGE: &str = "RESULT_TOO_LARGE";
 
 /// Every code above, for docs and tests.
 pub const ALL: &[&str] = &[
@@ -81,4 +86,5 @@ pub const ALL: &[&str] = &[
     SECURITY_VIOLATION,
     TABLE_NOT_FOUND,
     SERVICE_ACCOUNT_UNSAFE,
+    RESULT_TOO_LARGE,
 ];

@@ -127,10 +127,14 @@ impl std::fmt::Display for ToolError {
 }
 
 /// Health of one instance, from [`crate::abi::PluginInstance::health`].
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct HealthReport {
     pub healthy: bool,
     pub detail: String,
+    /// Module-specific facts for operators (the PostgreSQL module: its
+    /// hardening `profile`). Added after 0.1.0: absent from older plugins.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub status: Map<String, Value>,
 }
 
 /// One finding about a module entry's config; `path` is a JSON path relative

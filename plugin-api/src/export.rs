@@ -55,6 +55,13 @@ pub trait ModuleFactory {
     fn validate_config(config: &Value) -> ConfigReport;
     /// Builds an instance. Must not block on the network.
     fn new_instance(instance_name: &str, config: Value) -> Result<Self::Instance, String>;
+    /// Runs an operator command for one module entry (`config`), with
+    /// `args` (a JSON object); Ok: text for the operator. The default
+    /// knows no command.
+    fn command(name: &str, config: &Value, args: &Value) -> Result<String, String> {
+        let _ = (config, args);
+        Err(format!("this module kind has no '{name}' command"))
+    }
 }
 
 /// Exports `$factory` (a [`ModuleFactory`]) as this library's root module.
@@ -90,6 +97,7 @@ pub fn root_module<F: ModuleFactory>() -> PluginModuleRef {
         info_json: info_json::<F>,
         validate_config: validate_config::<F>,
         new_instance: new_instance::<F>,
+        command: command::<F>,
     }
     .leak_into_prefix()
 }
@@ -173,6 +181,27 @@ extern "C" fn new_instance<F: ModuleFactory>(
     .into()
 }
 
+extern "C" fn command<F: ModuleFactory>(
+    name: RStr<'_>,
+    config_json: RStr<'_>,
+    args_json: RStr<'_>,
+) -> RResult<RString, RString> {
+    guarded(
+        "command",
+        || {
+            let config: Value = serde_json::from_str(config_json.as_str())
+                .map_err(|err| format!("config is not JSON: {err}"))?;
+            let args: Value = serde_json::from_str(args_json.as_str())
+                .map_err(|err| format!("arguments are not JSON: {err}"))?;
+            F::command(name.as_str(), &config, &args)
+        },
+        |message| Err(format!("the plugin panicked running '{name}': {message}")),
+    )
+    .map(RString::from)
+    .map_err(RString::from)
+    .into()
+}
+
 /// Bridges a plain-Rust [`Module`] to the FFI-safe [`PluginInstance`].
 struct InstanceAdapter<M>(M);
 
@@ -231,6 +260,7 @@ impl<M: Module> PluginInstance for InstanceAdapter<M> {
                 to_json_string(&HealthReport {
                     healthy: false,
                     detail: format!("health probe panicked: {message}"),
+                    ..HealthReport::default()
                 })
             },
         )

@@ -17,6 +17,7 @@ pub mod codes;
 pub mod config_parse;
 pub mod contract;
 pub mod export;
+pub mod json_text;
 pub mod log_bridge;
 
 pub use abi::{HostServices, LogLevel, PluginInstanceBox, PluginModule, PluginModuleRef};

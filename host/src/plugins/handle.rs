@@ -68,6 +68,7 @@ impl ModuleHandle {
         serde_json::from_str(text.as_str()).unwrap_or_else(|err| HealthReport {
             healthy: false,
             detail: format!("unreadable health report: {err}"),
+            ..HealthReport::default()
         })
     }
 

@@ -50,6 +50,28 @@ impl LoadedPlugin {
     }
 }
 
+impl LoadedPlugin {
+    /// Runs an operator command for one module entry; a plugin built
+    /// before commands existed says so.
+    pub fn command(&self, name: &str, config: &Value, args: &Value) -> Result<String, String> {
+        let Some(command) = self.module.command() else {
+            return Err(format!(
+                "the {} plugin ({}) predates operator commands; upgrade it",
+                self.info.display_name,
+                self.path.display()
+            ));
+        };
+        match command(
+            name.into(),
+            config.to_string().as_str().into(),
+            args.to_string().as_str().into(),
+        ) {
+            RResult::ROk(text) => Ok(text.into_string()),
+            RResult::RErr(message) => Err(message.into_string()),
+        }
+    }
+}
+
 /// The plugins found, by module kind.
 #[derive(Default)]
 pub struct PluginSet {

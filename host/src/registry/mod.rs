@@ -2,7 +2,7 @@
 //! config and the loaded plugins. Startup and `check-config` both go through
 //! [`build`]; it never blocks on a database (plugins must not).
 
-mod naming;
+pub(crate) mod naming;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -265,7 +265,8 @@ fn log_module_counts(config: &Config, plugins: &PluginSet) {
 
 /// The entry minus the host's keys: what the plugin is given. `tokenExchange`
 /// (with its client secret) never reaches a plugin.
-fn plugin_part(entry: &Value) -> Value {
+/// A module entry without the host's keys: what its plugin sees.
+pub(crate) fn plugin_part(entry: &Value) -> Value {
     let Some(object) = entry.as_object() else {
         return Value::Object(Map::new());
     };

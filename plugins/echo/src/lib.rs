@@ -136,6 +136,7 @@ impl Module for EchoModule {
         HealthReport {
             healthy: true,
             detail: "echo has nothing to check".into(),
+            ..HealthReport::default()
         }
     }
 }

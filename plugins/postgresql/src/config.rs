@@ -35,14 +35,59 @@ pub struct PgModuleConfig {
     /// Parsed from `allowed_functions` by [`parse`].
     #[serde(skip)]
     pub(crate) allowed: crate::policy::AllowedFunctions,
+    /// Most bytes of a result's JSON (its `rows` and the rest); the rows
+    /// past it are dropped and the result says `truncatedBy: "bytes"`.
+    #[serde(default = "default_max_result_bytes")]
+    pub max_result_bytes: usize,
+    /// `"enforce"`: an unsafe service account disables the module;
+    /// `"warn"`: it only logs (see profile.rs).
+    #[serde(default)]
+    pub service_account_check: crate::profile::CheckMode,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PgOptions {
-    /// `false`, `true`, or `{rejectUnauthorized, ca, cert, key}`.
+    /// `false`, `true`, or `{mode, rejectUnauthorized, ca, cert, key}`.
     #[serde(default)]
     pub ssl: Option<Value>,
+    /// The authentication methods the client answers: a name or a list of
+    /// `scram-sha-256` (default), `md5`, `password`, `none`.
+    #[serde(default)]
+    pub require_auth: Option<Value>,
+}
+
+/// `options.requireAuth` as methods; the error says what is wrong.
+pub fn require_auth(options: &PgOptions) -> Result<Vec<crate::wire::AuthMethod>, String> {
+    use crate::wire::AuthMethod;
+    let names: Vec<&str> = match &options.require_auth {
+        None | Some(Value::Null) => return Ok(vec![AuthMethod::ScramSha256]),
+        Some(Value::String(name)) => vec![name.as_str()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().ok_or("must be a string or a list of strings"))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("must be a string or a list of strings".into()),
+    };
+    if names.is_empty() {
+        return Err("must name at least one method".into());
+    }
+    let methods = names
+        .iter()
+        .map(|name| {
+            AuthMethod::parse(name)
+                .ok_or_else(|| format!("'{name}' is not one of scram-sha-256, md5, password, none"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mode = crate::wire::tls::mode_of(options.ssl.as_ref())?;
+    if methods.contains(&AuthMethod::Password) && !mode.verifies_server() {
+        return Err(
+            "'password' sends the password in clear: it needs options.ssl with mode \
+             verify-ca or verify-full"
+                .into(),
+        );
+    }
+    Ok(methods)
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +141,9 @@ fn default_statement_timeout() -> u64 {
 fn default_max_rows() -> u64 {
     1000
 }
+fn default_max_result_bytes() -> usize {
+    16 * 1024 * 1024
+}
 fn default_pool_max() -> u32 {
     10
 }
@@ -134,10 +182,14 @@ pub fn parse(config: &Value) -> (Option<PgModuleConfig>, ConfigReport) {
     }
     let mut parsed = parsed;
     parsed.allowed = allowed.unwrap_or_default();
-    match &parsed.options.ssl {
-        None | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true) | Value::Object(_)) => {}
-        Some(_) => error("options.ssl", "expected false, true or an object"),
+    if let Err(message) = crate::wire::tls::mode_of(parsed.options.ssl.as_ref()) {
+        error("options.ssl", &message);
+    }
+    if let Err(message) = require_auth(&parsed.options) {
+        error("options.requireAuth", &message);
+    }
+    if parsed.max_result_bytes < 4096 {
+        error("maxResultBytes", "must be at least 4096");
     }
     (Some(parsed), report)
 }

@@ -3,23 +3,33 @@
 //! ```text
 //! (first use of a connection: P×5 named statements)
 //! B/E    BEGIN READ ONLY | BEGIN                                      step 0
-//! B/E    SELECT set_config('role', $1, true)                          step 1
+//! B/E    SELECT pg_catalog.set_config('role', $1, true)               step 1
 //! [P] B/D/E  <the user's statement> (named, cached per connection by its
 //!          text), untyped text parameters, at most maxRows+1 rows       step 2
-//! P/B/E  SELECT 1 / (current_user = $1::name)::int,                   step 3, guard + hygiene
-//!               count of SQL-level prepared statements,
-//!               pg_advisory_unlock_all()
+//! P/B/E  the guard (crate::sql::GUARD): identity unchanged, count of   step 3
+//!        SQL-level prepared statements, session advisory locks released
 //! B/E    ROLLBACK | COMMIT                                            step 4
 //! S
 //! (writes only: Q DISCARD ALL)
 //! ```
 //!
-//! Our own statements (but the guard, see [`GUARD_SQL`]) are named and
-//! parsed once per connection, and users' statements are cached per
+//! Before the batch, on the first use of an identity (cached for a
+//! minute), the identity is checked as the service account
+//! ([`crate::identity`]): a role that does not exist, that the service
+//! account cannot assume, or that would make delegation meaningless
+//! (`none`, the service account, superusers…) runs nothing.
+//!
+//! Our own statements (but the guard, see [`crate::sql::GUARD`]) are named
+//! and parsed once per connection, and users' statements are cached per
 //! connection by their text (`wire::SessionStatements`): parsing and
 //! planning every statement on every call tripled PostgreSQL's CPU per
 //! call (measured with pgbench on this batch: 143 → 49 µs). The identity
 //! travels as a parameter: no quoting, any name works.
+//!
+//! The user statement's rows go to a [`RowSink`] as they arrive (the
+//! result writer, bounded by `maxResultBytes`). A sink that gives up
+//! abandons the batch: the statement is cancelled and the connection
+//! dropped, and no row is returned (the guard never ran).
 //!
 //! After an error the server skips every step up to the Sync: if the role
 //! cannot be set, the user's statement never runs as the service account;
@@ -39,28 +49,19 @@
 //! (`wire::ConnectParams`), which DISCARD ALL keeps.
 
 use mcp_delegate_plugin_api::{codes, ToolError};
+use postgres_protocol::message::backend::DataRowBody;
 
-use crate::wire::{Column, Connection, DbError, TextRows, WireError};
+use crate::identity::IdentityCache;
+use crate::pool::{PgPool, PooledConnection};
+use crate::sql;
+use crate::wire::{Column, Connection, DbError, Flow, RowSink, WireError};
 
 /// Our named statements: (name, SQL, parameter count).
-const BEGIN_READ: (&str, &str, usize) = ("mcpd_begin_read", "BEGIN READ ONLY", 0);
-const BEGIN_WRITE: (&str, &str, usize) = ("mcpd_begin_write", "BEGIN", 0);
-const SET_ROLE: (&str, &str, usize) = (
-    "mcpd_set_role",
-    "SELECT pg_catalog.set_config('role', $1, true)",
-    1,
-);
-/// The guard is parsed afresh on every call, never named: the user's
-/// statement runs before it and could replace a named statement
-/// (`DEALLOCATE`, then `PREPARE` of the same name) with one that always
-/// passes. The statements before the user's are named, and safe: a
-/// replacement made by an earlier call is an SQL-level prepared statement,
-/// which that call's guard counted, and the session was reset.
-const GUARD_SQL: &str = "SELECT 1 / (current_user = $1::name)::int, \
-     (count(*) FILTER (WHERE from_sql))::text, pg_catalog.pg_advisory_unlock_all() \
-     FROM pg_catalog.pg_prepared_statement()";
-const ROLLBACK: (&str, &str, usize) = ("mcpd_rollback", "ROLLBACK", 0);
-const COMMIT: (&str, &str, usize) = ("mcpd_commit", "COMMIT", 0);
+const BEGIN_READ: (&str, &str, usize) = ("mcpd_begin_read", sql::BEGIN_READ, 0);
+const BEGIN_WRITE: (&str, &str, usize) = ("mcpd_begin_write", sql::BEGIN_WRITE, 0);
+const SET_ROLE: (&str, &str, usize) = ("mcpd_set_role", sql::SET_ROLE, 1);
+const ROLLBACK: (&str, &str, usize) = ("mcpd_rollback", sql::ROLLBACK, 0);
+const COMMIT: (&str, &str, usize) = ("mcpd_commit", sql::COMMIT, 0);
 const NAMED_STATEMENTS: [(&str, &str, usize); 5] =
     [BEGIN_READ, BEGIN_WRITE, SET_ROLE, ROLLBACK, COMMIT];
 
@@ -77,25 +78,14 @@ pub struct Delegation<'a> {
     pub read_only: bool,
 }
 
-/// The user statement's result (text values).
+/// What the user's statement came to (its rows went to the sink).
+#[derive(Debug)]
 pub struct Outcome {
-    pub columns: Vec<Column>,
-    pub rows: TextRows,
     /// `SELECT 3`, `INSERT 0 1`; `None` when stopped at the row limit.
     pub command_tag: Option<String>,
-    pub truncated: bool,
-}
-
-/// Refuses identities PostgreSQL could never hold (any other name works,
-/// `DOMAIN\user` included: it travels as a parameter, never quoted).
-fn check_identity(name: &str) -> Result<(), ToolError> {
-    if name.is_empty() || name.contains('\0') {
-        return Err(ToolError::new(
-            codes::DELEGATION_FAILED,
-            "the delegated identity is empty or contains a NUL byte",
-        ));
-    }
-    Ok(())
+    /// The sink gave up: the statement was cancelled, nothing is verified,
+    /// nothing may be returned.
+    pub abandoned: bool,
 }
 
 pub fn database_error(error: &DbError) -> ToolError {
@@ -126,26 +116,67 @@ pub fn connection_lost(error: &WireError) -> ToolError {
     )
 }
 
-/// [`run`] on a pooled connection. A read that finds its connection dead
-/// (the database restarted since it was opened) is retried once on a fresh
-/// one; a write is not, since it may have run.
+/// Records whether a sink was given anything, so that a retry on a fresh
+/// connection never hands it a result twice.
+struct Watched<'s> {
+    inner: &'s mut dyn RowSink,
+    touched: bool,
+}
+
+impl RowSink for Watched<'_> {
+    fn columns(&mut self, columns: &[Column]) {
+        self.touched = true;
+        self.inner.columns(columns);
+    }
+    fn row_limit(&self) -> usize {
+        self.inner.row_limit()
+    }
+    fn row(&mut self, row: &DataRowBody) -> Result<Flow, WireError> {
+        self.touched = true;
+        self.inner.row(row)
+    }
+    fn oversized(&mut self, wire_len: usize) -> Flow {
+        self.touched = true;
+        self.inner.oversized(wire_len)
+    }
+}
+
+/// [`run`] on a pooled connection, after checking the identity. A read
+/// that finds its connection dead before any answer (the database
+/// restarted since it was opened) is retried once on a fresh one; a write
+/// is not, since it may have run.
 pub fn run_pooled(
-    pool: &crate::pool::PgPool,
+    pool: &PgPool,
+    identities: &IdentityCache,
     delegation: &Delegation<'_>,
     sql: &str,
     params: &[Option<&str>],
+    sink: &mut dyn RowSink,
     max_rows: u64,
-) -> Result<(Outcome, crate::pool::PooledConnection), ToolError> {
+) -> Result<(Outcome, PooledConnection), ToolError> {
     let mut connection = pool.get()?;
-    match run(&mut connection, delegation, sql, params, max_rows) {
+    identities.check(delegation.identity, &mut connection)?;
+    let mut watched = Watched {
+        inner: sink,
+        touched: false,
+    };
+    match run(
+        &mut connection,
+        delegation,
+        sql,
+        params,
+        &mut watched,
+        max_rows,
+    ) {
         Err(error)
             if delegation.read_only
+                && !watched.touched
                 && connection.is_broken()
                 && error.error == codes::DATABASE_UNAVAILABLE =>
         {
             drop(connection);
             let mut fresh = pool.get()?;
-            let outcome = run(&mut fresh, delegation, sql, params, max_rows)?;
+            let outcome = run(&mut fresh, delegation, sql, params, watched.inner, max_rows)?;
             Ok((outcome, fresh))
         }
         Err(error) => Err(error),
@@ -156,8 +187,8 @@ pub fn run_pooled(
 /// Resets the session completely (and our named statements with it).
 fn discard_all(connection: &mut Connection) {
     connection.statements.forget_all();
-    let sent = crate::wire::encode_query("ROLLBACK", connection.buffer())
-        .and_then(|()| crate::wire::encode_query("DISCARD ALL", connection.buffer()))
+    let sent = crate::wire::encode_query(sql::ROLLBACK, connection.buffer())
+        .and_then(|()| crate::wire::encode_query(sql::DISCARD_ALL, connection.buffer()))
         .and_then(|()| connection.flush());
     let clean = sent.is_ok()
         && connection.read_group(0).is_ok()
@@ -169,16 +200,19 @@ fn discard_all(connection: &mut Connection) {
     }
 }
 
-/// Runs `sql` as `delegation.identity` and returns at most `max_rows` rows.
+/// Runs `sql` as `delegation.identity`, its rows to `sink`, at most
+/// `max_rows` of them (the sink is told about one more, then the portal
+/// is suspended).
 pub fn run(
     connection: &mut Connection,
     delegation: &Delegation<'_>,
     sql: &str,
     params: &[Option<&str>],
+    sink: &mut dyn RowSink,
     max_rows: u64,
 ) -> Result<Outcome, ToolError> {
-    check_identity(delegation.identity)?;
-    run_batch(connection, delegation, sql, params, max_rows, true)
+    crate::identity::check_name(delegation.identity)?;
+    run_batch(connection, delegation, sql, params, sink, max_rows, true)
 }
 
 /// "cached plan must not change result type" (SQLSTATE 0A000, which other
@@ -193,6 +227,7 @@ fn run_batch(
     delegation: &Delegation<'_>,
     sql: &str,
     params: &[Option<&str>],
+    sink: &mut dyn RowSink,
     max_rows: u64,
     may_retry: bool,
 ) -> Result<Outcome, ToolError> {
@@ -214,7 +249,7 @@ fn run_batch(
                 encode_prepare(name, sql, param_count, buf)?;
             }
         }
-        if let Some(evicted) = &user.evict {
+        for evicted in &user.evict {
             crate::wire::encode_close_statement(evicted, buf)?;
         }
         encode_run_prepared(begin.0, &[], 0, false, buf)?;
@@ -223,11 +258,11 @@ fn run_batch(
             encode_prepare(&user.name, sql, params.len(), buf)?;
         }
         encode_run_prepared(&user.name, params, row_limit, true, buf)?;
-        encode_step(GUARD_SQL, &identity, 0, false, buf)?;
+        encode_step(sql::GUARD, &identity, 0, false, buf)?;
         encode_run_prepared(end.0, &[], 0, false, buf)?;
         encode_sync(buf);
         if !delegation.read_only {
-            crate::wire::encode_query("DISCARD ALL", buf)?;
+            crate::wire::encode_query(sql::DISCARD_ALL, buf)?;
         }
         Ok::<(), WireError>(())
     })();
@@ -240,10 +275,21 @@ fn run_batch(
         ));
     }
     connection.flush().map_err(|err| connection_lost(&err))?;
-    let cap = usize::try_from(max_rows).unwrap_or(usize::MAX);
     let batch = connection
-        .read_batch(STEP_USER, cap, Some(STEP_GUARD))
+        .read_batch(STEP_USER, sink, Some(STEP_GUARD))
         .map_err(|err| connection_lost(&err))?;
+    if batch.abandoned {
+        // The statement may still be running: stop it. The connection is
+        // marked broken and is dropped with its transaction.
+        if let Some(key) = connection.cancel_key() {
+            key.cancel(std::time::Duration::from_secs(5));
+        }
+        connection.statements.forget_all();
+        return Ok(Outcome {
+            command_tag: None,
+            abandoned: true,
+        });
+    }
     connection.statements.fixed_ready = true;
     // A write's DISCARD ALL ran in the batch; a read needs none if clean.
     let reset_done = if delegation.read_only {
@@ -269,7 +315,7 @@ fn run_batch(
     if let Some((step, error)) = batch.error {
         if may_retry && step == STEP_USER && !user.parse && is_stale_cached_plan(&error) {
             // The session was reset above: the statement is parsed anew.
-            return run_batch(connection, delegation, sql, params, max_rows, false);
+            return run_batch(connection, delegation, sql, params, sink, max_rows, false);
         }
         return Err(step_error(connection, delegation, step, error));
     }
@@ -286,12 +332,9 @@ fn run_batch(
             "the transaction did not end as expected",
         ));
     }
-    let command_tag = completed.get_mut(STEP_USER).and_then(Option::take);
     Ok(Outcome {
-        columns: batch.columns,
-        rows: batch.rows,
-        command_tag,
-        truncated: batch.rows_seen > cap,
+        command_tag: completed.get_mut(STEP_USER).and_then(Option::take),
+        abandoned: false,
     })
 }
 

@@ -6,17 +6,18 @@
 //! database role inside one pipelined transaction (`execute`), after the
 //! SQL policy (`policy`) has accepted the statement.
 
-mod account;
 mod config;
 mod execute;
+mod identity;
 mod policy;
 mod pool;
+mod profile;
+mod result;
+mod sql;
 mod tools;
 mod types;
 mod values;
 mod wire;
-
-use std::sync::Arc;
 
 use mcp_delegate_plugin_api::{
     codes, export_module, CallContext, ConfigReport, HealthReport, Module, ModuleFactory,
@@ -24,9 +25,10 @@ use mcp_delegate_plugin_api::{
 };
 use serde_json::Value;
 
-use crate::account::{AccountCheck, AccountState};
 use crate::config::PgModuleConfig;
+use crate::identity::IdentityCache;
 use crate::pool::PgPool;
+use crate::profile::{Profile, ProfileCheck};
 use crate::values::TypeCache;
 
 pub struct PostgresFactory;
@@ -37,7 +39,8 @@ pub struct PostgresModule {
     pool: PgPool,
     types: TypeCache,
     verdicts: policy::VerdictCache,
-    account: Arc<AccountCheck>,
+    profile: ProfileCheck,
+    identities: IdentityCache,
 }
 
 impl ModuleFactory for PostgresFactory {
@@ -55,6 +58,30 @@ impl ModuleFactory for PostgresFactory {
 
     fn validate_config(config: &Value) -> ConfigReport {
         config::parse(config).1
+    }
+
+    /// `db-setup`: the SQL of the hardening profiles (see profile.rs).
+    fn command(name: &str, config: &Value, args: &Value) -> Result<String, String> {
+        if name != "db-setup" {
+            return Err(format!("the PostgreSQL module has no '{name}' command"));
+        }
+        let (parsed, report) = config::parse(config);
+        let parsed = parsed
+            .filter(|_| report.errors.is_empty())
+            .ok_or_else(|| "the module entry is not valid (run check-config)".to_owned())?;
+        let module = args.get("module").and_then(Value::as_str).unwrap_or("?");
+        let roles: Vec<String> = args
+            .get("roles")
+            .and_then(Value::as_array)
+            .map(|roles| {
+                roles
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(profile::setup_sql(module, &parsed.user, &roles))
     }
 
     fn new_instance(instance_name: &str, config: Value) -> Result<PostgresModule, String> {
@@ -79,11 +106,12 @@ impl ModuleFactory for PostgresFactory {
         let pool = PgPool::new(instance_name, &parsed)?;
         let module = PostgresModule {
             instance_name: instance_name.to_owned(),
+            profile: ProfileCheck::new(parsed.service_account_check),
             config: parsed,
             pool,
             types: TypeCache::default(),
             verdicts: policy::VerdictCache::default(),
-            account: Arc::new(AccountCheck::new()),
+            identities: IdentityCache::default(),
         };
         tracing::info!("PostgreSQL connection initialized for {instance_name}");
         Ok(module)
@@ -91,17 +119,18 @@ impl ModuleFactory for PostgresFactory {
 }
 
 impl PostgresModule {
-    /// Refuses every call while the service account is unsafe; checks it
-    /// on first use if startup could not (the database was down).
+    /// Refuses every call while the service account's profile is unsafe
+    /// (or unknown: it is checked before the first call, and again once
+    /// [`profile::RECHECK_AFTER`] has passed).
     fn ensure_service_account_safe(&self) -> Result<(), ToolError> {
-        if self.account.state() == AccountState::Unchecked {
-            let mut connection = self.pool.get()?;
-            self.account.run(&self.instance_name, &mut connection);
-        }
-        match self.account.refusal() {
-            Some(refusal) => Err(refusal),
-            None => Ok(()),
-        }
+        let profile = match self.profile.fresh() {
+            Some(profile) => profile,
+            None => {
+                let mut connection = self.pool.get()?;
+                self.profile.run(&self.instance_name, &mut connection)
+            }
+        };
+        self.profile.gate(&profile)
     }
 }
 
@@ -137,14 +166,54 @@ impl Module for PostgresModule {
         }
     }
 
+    /// Connects, asks the server who it is, and checks the service
+    /// account's profile again.
     fn health(&self) -> HealthReport {
-        if let Some(refusal) = self.account.refusal() {
-            return HealthReport {
+        let mut connection = match self.pool.get() {
+            Ok(connection) => connection,
+            Err(error) => {
+                let mut report = HealthReport {
+                    healthy: false,
+                    detail: error.message,
+                    ..HealthReport::default()
+                };
+                if let Some(profile) = self.profile.last() {
+                    report
+                        .status
+                        .insert("profile".into(), profile.name().into());
+                }
+                return report;
+            }
+        };
+        let described = PgPool::describe(&mut connection);
+        let profile = self.profile.run(&self.instance_name, &mut connection);
+        let refused = self.profile.gate(&profile).err();
+        let mut report = match (described, refused) {
+            (Err(detail), _) => HealthReport {
+                healthy: false,
+                detail,
+                ..HealthReport::default()
+            },
+            (Ok(_), Some(refusal)) => HealthReport {
                 healthy: false,
                 detail: refusal.message,
-            };
+                ..HealthReport::default()
+            },
+            (Ok(detail), None) => HealthReport {
+                healthy: true,
+                detail,
+                ..HealthReport::default()
+            },
+        };
+        report
+            .status
+            .insert("profile".into(), profile.name().into());
+        if let Profile::Unsafe(reason) = &profile {
+            report
+                .status
+                .insert("profileReason".into(), reason.clone().into());
         }
-        self.pool.health()
+        report
     }
 
     fn shutdown(&self) {

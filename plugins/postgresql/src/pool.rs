@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use mcp_delegate_plugin_api::{codes, HealthReport, ToolError};
+use mcp_delegate_plugin_api::{codes, ToolError};
 
 use crate::config::PgModuleConfig;
 use crate::wire::{ConnectParams, Connection, WireError};
@@ -82,6 +82,7 @@ impl PgPool {
         if tls.is_some() {
             crate::wire::tls::server_name(&config.host)?;
         }
+        let require_auth = crate::config::require_auth(&config.options)?;
         let connect_timeout = (config.pool.connection_timeout_millis > 0)
             .then(|| Duration::from_millis(config.pool.connection_timeout_millis));
         let params = ConnectParams {
@@ -97,6 +98,7 @@ impl PgPool {
                 Duration::from_millis(config.statement_timeout_millis) + READ_TIMEOUT_MARGIN,
             ),
             tls,
+            require_auth,
         };
         let idle_timeout = match config.pool.idle_timeout_millis {
             0 => None,
@@ -145,46 +147,32 @@ impl PgPool {
         })
     }
 
-    /// Checks out a connection and asks the server who it is.
-    pub fn health(&self) -> HealthReport {
-        let mut connection = match self.get() {
-            Ok(connection) => connection,
-            Err(error) => {
-                return HealthReport {
-                    healthy: false,
-                    detail: error.message,
-                }
-            }
-        };
-        match connection
-            .simple_query("SELECT current_database()::text, current_setting('server_version')")
-        {
+    /// A connection, waiting at most `timeout` (for a second connection
+    /// while the caller holds one: never long, never a deadlock).
+    pub fn get_within(&self, timeout: Duration) -> Option<PooledConnection> {
+        self.pool.get_timeout(timeout).ok()
+    }
+
+    /// Asks the server, over `connection`, which database and version it is.
+    pub fn describe(connection: &mut Connection) -> Result<String, String> {
+        match connection.simple_query(crate::sql::HEALTH) {
             Ok(result) if result.error.is_none() => {
                 let row = result.rows.first();
                 let field = |i: usize| {
                     row.and_then(|r| r.get(i).cloned().flatten())
                         .unwrap_or_default()
                 };
-                HealthReport {
-                    healthy: true,
-                    detail: format!(
-                        "connected to database '{}' (PostgreSQL {})",
-                        field(0),
-                        field(1)
-                    ),
-                }
+                Ok(format!(
+                    "connected to database '{}' (PostgreSQL {})",
+                    field(0),
+                    field(1)
+                ))
             }
-            Ok(result) => HealthReport {
-                healthy: false,
-                detail: format!(
-                    "database error: {}",
-                    result.error.map(|e| e.message).unwrap_or_default()
-                ),
-            },
-            Err(err) => HealthReport {
-                healthy: false,
-                detail: format!("database unavailable: {err}"),
-            },
+            Ok(result) => Err(format!(
+                "database error: {}",
+                result.error.map(|e| e.message).unwrap_or_default()
+            )),
+            Err(err) => Err(format!("database unavailable: {err}")),
         }
     }
 }

@@ -5,16 +5,12 @@
 //! objects or arrays. int8 and numeric stay strings (no precision loss),
 //! timestamps become ISO 8601, bytea base64.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use base64::Engine as _;
 #[cfg(test)]
-use serde_json::Map;
 use serde_json::{Number, Value};
-
-use crate::wire::TextRows;
 
 /// How a type's text form maps to JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +138,9 @@ impl TypeCache {
     }
 }
 
-/// One value to JSON.
+/// One value to JSON as a tree: the reference [`write_json`] is tested
+/// against.
+#[cfg(test)]
 pub fn to_json(text: Option<&str>, shape: &Shape) -> Value {
     let Some(text) = text else {
         return Value::Null;
@@ -207,12 +205,14 @@ fn iso_timestamp(text: &str, with_zone: bool) -> String {
 }
 
 /// A parsed array literal: nested items, `None` for NULL.
+#[cfg(test)]
 #[derive(Debug, PartialEq)]
 pub enum ArrayItem {
     Value(Option<String>),
     Nested(Vec<ArrayItem>),
 }
 
+#[cfg(test)]
 fn array_to_json(items: &[ArrayItem], element: &Shape) -> Value {
     Value::Array(
         items
@@ -227,6 +227,7 @@ fn array_to_json(items: &[ArrayItem], element: &Shape) -> Value {
 
 /// Parses `{1,2,NULL}`, `{"a b","c\"d"}`, `{{1,2},{3,4}}` and
 /// `[0:1]={1,2}` (delimiter `,`).
+#[cfg(test)]
 pub fn parse_array(text: &str) -> Option<Vec<ArrayItem>> {
     let body = match text.find('=') {
         Some(at) if text.starts_with('[') => &text[at + 1..],
@@ -237,6 +238,7 @@ pub fn parse_array(text: &str) -> Option<Vec<ArrayItem>> {
     chars.next().is_none().then_some(items)
 }
 
+#[cfg(test)]
 fn parse_level(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<Vec<ArrayItem>> {
     if chars.next()? != '{' {
         return None;
@@ -288,8 +290,9 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
     let _ = serde_json::to_writer(&mut *out, text);
 }
 
-/// Appends one value as JSON: the same text `to_json(..).to_string()`
-/// gives, without building the `Value` for the common shapes.
+/// Appends one value as JSON: the same value `to_json` gives, without
+/// building a tree (a JSON value is copied minified, an array written as it
+/// is parsed), so a value never costs more than its own output.
 pub fn write_json(out: &mut Vec<u8>, text: Option<&str>, shape: &Shape) {
     let Some(text) = text else {
         out.extend_from_slice(b"null");
@@ -312,72 +315,105 @@ pub fn write_json(out: &mut Vec<u8>, text: Option<&str>, shape: &Shape) {
         Shape::ExactString | Shape::Text => write_str(out, text),
         Shape::Timestamp => write_str(out, &iso_timestamp(text, false)),
         Shape::TimestampTz => write_str(out, &iso_timestamp(text, true)),
-        Shape::Json | Shape::Bytea | Shape::Array(_) => {
-            let _ = serde_json::to_writer(&mut *out, &to_json(Some(text), shape));
+        Shape::Json => {
+            if mcp_delegate_plugin_api::json_text::is_valid(text) {
+                mcp_delegate_plugin_api::json_text::write_minified(out, text);
+            } else {
+                write_str(out, text);
+            }
+        }
+        Shape::Bytea => match text.strip_prefix("\\x").map(decode_hex) {
+            Some(Some(bytes)) => write_str(
+                out,
+                &base64::engine::general_purpose::STANDARD.encode(bytes),
+            ),
+            _ => write_str(out, text),
+        },
+        Shape::Array(element) => {
+            let mark = out.len();
+            if write_array(out, text, element).is_none() {
+                out.truncate(mark);
+                write_str(out, text);
+            }
         }
     }
 }
 
-/// Appends the rows as a JSON array of objects in column order. Like a
-/// JSON object built key by key, a repeated column name keeps its first
-/// position and its last value.
-pub fn write_rows(out: &mut Vec<u8>, names: &[String], shapes: &[Shape], rows: &TextRows) {
-    // (name, key as JSON, the column whose value it takes)
-    let mut plan: Vec<(&str, Vec<u8>, usize)> = Vec::with_capacity(names.len());
-    for (index, name) in names.iter().enumerate() {
-        match plan.iter_mut().find(|(known, _, _)| *known == name) {
-            Some(entry) => entry.2 = index,
-            None => {
-                let mut key = Vec::with_capacity(name.len() + 3);
-                write_str(&mut key, name);
-                key.push(b':');
-                plan.push((name, key, index));
-            }
-        }
+/// Writes the array literal `text` (`{1,2,NULL}`, `{"a b","c\"d"}`,
+/// `{{1,2},{3,4}}`, `[0:1]={1,2}`) as a JSON array as it parses it;
+/// `None` (with partial output) when it is not one.
+fn write_array(out: &mut Vec<u8>, text: &str, element: &Shape) -> Option<()> {
+    let body = match text.find('=') {
+        Some(at) if text.starts_with('[') => &text[at + 1..],
+        _ => text,
+    };
+    let mut chars = body.chars().peekable();
+    let mut item = String::new();
+    write_array_level(out, &mut chars, element, &mut item)?;
+    chars.next().is_none().then_some(())
+}
+
+fn write_array_level(
+    out: &mut Vec<u8>,
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    element: &Shape,
+    item: &mut String,
+) -> Option<()> {
+    if chars.next()? != '{' {
+        return None;
     }
-    let mut cells: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(names.len());
     out.push(b'[');
-    for index in 0..rows.len() {
-        if index > 0 {
+    if chars.peek() == Some(&'}') {
+        chars.next();
+        out.push(b']');
+        return Some(());
+    }
+    let mut first = true;
+    loop {
+        if !first {
             out.push(b',');
         }
-        cells.clear();
-        cells.extend(rows.row(index));
-        out.push(b'{');
-        let mut first = true;
-        for (_, key, column) in &plan {
-            let (Some(cell), Some(shape)) = (cells.get(*column), shapes.get(*column)) else {
-                continue;
-            };
-            if !first {
-                out.push(b',');
+        first = false;
+        match chars.peek()? {
+            '{' => write_array_level(out, chars, element, item)?,
+            '"' => {
+                chars.next();
+                item.clear();
+                loop {
+                    match chars.next()? {
+                        '\\' => item.push(chars.next()?),
+                        '"' => break,
+                        other => item.push(other),
+                    }
+                }
+                write_json(out, Some(item), element);
             }
-            first = false;
-            out.extend_from_slice(key);
-            write_json(out, cell.as_deref(), shape);
+            _ => {
+                item.clear();
+                while let Some(&c) = chars.peek() {
+                    if c == ',' || c == '}' {
+                        break;
+                    }
+                    item.push(c);
+                    chars.next();
+                }
+                let value = item.trim();
+                if value == "NULL" {
+                    out.extend_from_slice(b"null");
+                } else {
+                    write_json(out, Some(value), element);
+                }
+            }
         }
-        out.push(b'}');
-    }
-    out.push(b']');
-}
-
-/// Rows of text values to JSON objects in column order (the reference
-/// [`write_rows`] is tested against).
-#[cfg(test)]
-pub fn rows_to_json(
-    names: &[String],
-    shapes: &[Shape],
-    rows: &[Vec<Option<String>>],
-) -> Vec<Value> {
-    rows.iter()
-        .map(|row| {
-            let mut object = Map::with_capacity(names.len());
-            for ((name, shape), value) in names.iter().zip(shapes).zip(row) {
-                object.insert(name.clone(), to_json(value.as_deref(), shape));
+        match chars.next()? {
+            ',' => continue,
+            '}' => {
+                out.push(b']');
+                return Some(());
             }
-            Value::Object(object)
-        })
-        .collect()
+            _ => return None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -415,66 +451,49 @@ mod tests {
         assert_eq!(to_json(None, &Shape::Text), Value::Null);
     }
 
+    /// Every value written straight to JSON text is the value `to_json`
+    /// builds (a JSON value's number text is kept as written, so the
+    /// comparison is on the parsed result).
     #[test]
-    fn written_rows_match_the_value_tree() {
-        let names: Vec<String> = ["id", "name", "x", "id", "at", "f", "j", "arr", "b"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let shapes = [
-            Shape::Integer,
-            Shape::Text,
-            Shape::ExactString,
-            Shape::Integer,
-            Shape::TimestampTz,
-            Shape::Float,
-            Shape::Json,
-            Shape::Array(&INTEGER),
-            Shape::Bool,
+    fn written_values_match_the_value_tree() {
+        let cases: Vec<(Option<&str>, Shape)> = vec![
+            (Some("1"), Shape::Integer),
+            (Some("x"), Shape::Integer),
+            (Some("quote \" nl \n é 😀 \u{1}"), Shape::Text),
+            (Some("12345678901234567890.5"), Shape::ExactString),
+            (Some("2025-01-02 03:04:05.5+00"), Shape::TimestampTz),
+            (Some("infinity"), Shape::TimestampTz),
+            (Some("1.5e300"), Shape::Float),
+            (Some("NaN"), Shape::Float),
+            (Some("-0"), Shape::Float),
+            (
+                Some("{\"a\": [1, {\"b\": null}], \"c\" : \"x y\"}"),
+                Shape::Json,
+            ),
+            (Some(" [ 1 ,\n 2 ] "), Shape::Json),
+            (Some("not json"), Shape::Json),
+            (Some("{\"lone\": \"\\ud800\"}"), Shape::Json),
+            (Some("{1,NULL,3}"), Shape::Array(&INTEGER)),
+            (Some(r#"{"a b","c\"d",NULL,"NULL"}"#), Shape::Array(&TEXT)),
+            (Some("{{1,2},{3,4}}"), Shape::Array(&INTEGER)),
+            (Some("[0:1]={7,8}"), Shape::Array(&INTEGER)),
+            (Some("{}"), Shape::Array(&INTEGER)),
+            (Some("{1,2"), Shape::Array(&INTEGER)),
+            (Some("\\x0102ff"), Shape::Bytea),
+            (Some("t"), Shape::Bool),
+            (None, Shape::Text),
         ];
-        let rows: Vec<Vec<Option<&str>>> = vec![
-            vec![
-                Some("1"),
-                Some("quote \" nl \n é 😀 \u{1}"),
-                Some("12345678901234567890.5"),
-                Some("2"),
-                Some("2025-01-02 03:04:05.5+00"),
-                Some("1.5e300"),
-                Some("{\"a\": [1, {\"b\": null}]}"),
-                Some("{1,NULL,3}"),
-                Some("t"),
-            ],
-            vec![
-                None,
-                None,
-                None,
-                None,
-                None,
-                Some("NaN"),
-                None,
-                None,
-                Some("f"),
-            ],
-            vec![
-                Some("x"),
-                Some(""),
-                Some("-0"),
-                Some("-7"),
-                Some("infinity"),
-                Some("-0"),
-                Some("not json"),
-                Some("{}"),
-                None,
-            ],
-        ];
-        let owned: Vec<Vec<Option<String>>> = rows
-            .iter()
-            .map(|row| row.iter().map(|v| v.map(str::to_owned)).collect())
-            .collect();
+        for (text, shape) in cases {
+            let mut written = Vec::new();
+            write_json(&mut written, text, &shape);
+            let parsed: Value = serde_json::from_slice(&written).unwrap_or_else(|err| {
+                panic!("{text:?}: {err}: {:?}", String::from_utf8_lossy(&written))
+            });
+            assert_eq!(parsed, to_json(text, &shape), "{text:?}");
+        }
         let mut written = Vec::new();
-        write_rows(&mut written, &names, &shapes, &TextRows::from_values(&rows));
-        let expected = Value::Array(rows_to_json(&names, &shapes, &owned)).to_string();
-        assert_eq!(String::from_utf8(written).unwrap(), expected);
+        write_json(&mut written, Some(" {\"a\" : [1, 2.50]} "), &Shape::Json);
+        assert_eq!(written, br#"{"a":[1,2.50]}"#);
     }
 
     #[test]

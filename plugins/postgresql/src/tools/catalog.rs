@@ -7,85 +7,8 @@ use serde_json::{json, Value};
 
 use super::delegate::identity;
 use crate::execute::{self, Delegation};
+use crate::wire::CollectRows;
 use crate::PostgresModule;
-
-/// Tables, views, materialized views, foreign and partitioned tables the
-/// role holds any privilege on, in a schema it may use.
-const SCHEMA_SQL: &str = "\
-SELECT c.relname::text,
-       CASE c.relkind WHEN 'r' THEN 'TABLE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
-                      WHEN 'f' THEN 'FOREIGN TABLE' WHEN 'p' THEN 'PARTITIONED TABLE' END,
-       obj_description(c.oid, 'pg_class'),
-       GREATEST(c.reltuples, 0)::float8::text
-FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = $1
-  AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
-  AND has_schema_privilege(n.oid, 'USAGE')
-  AND has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
-ORDER BY c.relname";
-
-/// One JSON document describing a table the role may see (no row if not).
-const TABLE_SQL: &str = "\
-WITH t AS (
-  SELECT c.oid, c.relname, n.nspname
-  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-  WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
-    AND has_schema_privilege(n.oid, 'USAGE')
-    AND has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
-)
-SELECT json_build_object(
-  'table', t.relname,
-  'schema', t.nspname,
-  'comment', obj_description(t.oid, 'pg_class'),
-  'columns', (
-    SELECT coalesce(json_agg(json_build_object(
-      'name', a.attname,
-      'type', format_type(a.atttypid, a.atttypmod),
-      'nullable', NOT a.attnotnull,
-      'default', pg_get_expr(d.adbin, d.adrelid),
-      'maxLength', CASE WHEN a.atttypid IN (1042, 1043) AND a.atttypmod > 0 THEN a.atttypmod - 4 END,
-      'comment', col_description(t.oid, a.attnum)) ORDER BY a.attnum), '[]')
-    FROM pg_catalog.pg_attribute a
-    LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-    WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
-      AND has_column_privilege(t.oid, a.attnum, 'SELECT, INSERT, UPDATE, REFERENCES')),
-  'primaryKey', (
-    SELECT coalesce(json_agg(a.attname ORDER BY k.ord), '[]')
-    FROM pg_catalog.pg_constraint con
-    CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
-    JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
-    WHERE con.conrelid = t.oid AND con.contype = 'p'),
-  'foreignKeys', (
-    SELECT coalesce(json_agg(json_build_object(
-      'name', con.conname,
-      'columns', (SELECT json_agg(a.attname ORDER BY k.ord)
-                  FROM unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
-                  JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum),
-      'references', json_build_object(
-        'schema', rn.nspname,
-        'table', rc.relname,
-        'columns', (SELECT json_agg(a.attname ORDER BY k.ord)
-                    FROM unnest(con.confkey) WITH ORDINALITY AS k(attnum, ord)
-                    JOIN pg_catalog.pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum))
-    ) ORDER BY con.conname), '[]')
-    FROM pg_catalog.pg_constraint con
-    JOIN pg_catalog.pg_class rc ON rc.oid = con.confrelid
-    JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace
-    WHERE con.conrelid = t.oid AND con.contype = 'f'),
-  'indexes', (
-    SELECT coalesce(json_agg(json_build_object(
-      'name', ic.relname, 'definition', pg_get_indexdef(i.indexrelid), 'unique', i.indisunique
-    ) ORDER BY ic.relname), '[]')
-    FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
-    WHERE i.indrelid = t.oid),
-  'checkConstraints', (
-    SELECT coalesce(json_agg(json_build_object(
-      'name', con.conname, 'definition', pg_get_constraintdef(con.oid)) ORDER BY con.conname), '[]')
-    FROM pg_catalog.pg_constraint con
-    WHERE con.conrelid = t.oid AND con.contype = 'c')
-)::text
-FROM t";
 
 fn string_arg<'a>(
     args: &'a Value,
@@ -117,9 +40,26 @@ fn catalog_query(
         identity,
         read_only: true,
     };
-    let (outcome, _connection) =
-        execute::run_pooled(&module.pool, &delegation, sql, params, u64::from(u32::MAX))?;
-    Ok(outcome.rows.to_owned_rows())
+    let mut rows = CollectRows::new(module.config.max_result_bytes);
+    execute::run_pooled(
+        &module.pool,
+        &module.identities,
+        &delegation,
+        sql,
+        params,
+        &mut rows,
+        u64::from(u32::MAX),
+    )?;
+    if rows.overflowed {
+        return Err(ToolError::new(
+            codes::RESULT_TOO_LARGE,
+            format!(
+                "the catalog answer is larger than maxResultBytes ({} bytes)",
+                module.config.max_result_bytes
+            ),
+        ));
+    }
+    Ok(rows.rows)
 }
 
 pub fn schema(
@@ -128,7 +68,7 @@ pub fn schema(
     args: &Value,
 ) -> Result<Value, ToolError> {
     let schema = string_arg(args, "schemaName", Some("public"))?;
-    let rows = catalog_query(module, context, SCHEMA_SQL, &[Some(schema)])?;
+    let rows = catalog_query(module, context, crate::sql::SCHEMA, &[Some(schema)])?;
     let tables: Vec<Value> = rows
         .into_iter()
         .map(|row| {
@@ -151,7 +91,12 @@ pub fn table_details(
 ) -> Result<Value, ToolError> {
     let table = string_arg(args, "tableName", None)?;
     let schema = string_arg(args, "schemaName", Some("public"))?;
-    let rows = catalog_query(module, context, TABLE_SQL, &[Some(schema), Some(table)])?;
+    let rows = catalog_query(
+        module,
+        context,
+        crate::sql::TABLE_DETAILS,
+        &[Some(schema), Some(table)],
+    )?;
     let document = rows
         .into_iter()
         .next()

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::execute::{self, Delegation};
 use crate::policy::{self, StatementClass};
-use crate::values::write_rows;
+use crate::result::ResultWriter;
 use crate::{types, PostgresModule};
 
 /// A JSON parameter as node-postgres sends it: text, typed by the server.
@@ -141,52 +141,78 @@ pub fn run(
         read_only: verdict.class == StatementClass::Read,
     };
     let param_refs: Vec<Option<&str>> = params.iter().map(Option::as_deref).collect();
-    let (outcome, mut connection) = execute::run_pooled(
+    // Column types that are not built in are looked up on a second
+    // connection: this one is busy reading the result.
+    let mut resolve = |oids: &[u32]| {
+        if let Some(mut other) = module.pool.get_within(TYPE_LOOKUP_WAIT) {
+            types::resolve(&module.types, &mut other, oids);
+        }
+    };
+    let mut writer = ResultWriter::new(
+        &module.types,
+        &mut resolve,
+        module.config.max_result_bytes,
+        module.config.max_rows,
+        delegation.read_only,
+    );
+    let (outcome, connection) = execute::run_pooled(
         &module.pool,
+        &module.identities,
         &delegation,
         sql,
         &param_refs,
+        &mut writer,
         module.config.max_rows,
     )?;
+    drop(connection);
+    if outcome.abandoned || writer.too_large() {
+        let limit = module.config.max_result_bytes;
+        let message = if !delegation.read_only {
+            // A write is read to its end: it committed (a failed one was
+            // an error above), only its result could not be returned.
+            format!(
+                "the statement ran and was committed, but its result's first row alone is \
+                 larger than maxResultBytes ({limit} bytes) and is not returned"
+            )
+        } else if writer.too_large() {
+            format!(
+                "the result's first row alone is larger than maxResultBytes ({limit} bytes); \
+                 select fewer or smaller columns"
+            )
+        } else {
+            format!(
+                "the result is far larger than maxResultBytes ({limit} bytes); the statement \
+                 was cancelled and nothing is returned: add LIMIT or select less"
+            )
+        };
+        let mut error =
+            ToolError::new(codes::RESULT_TOO_LARGE, message).with("maxResultBytes", limit);
+        if !delegation.read_only {
+            error = error.with("committed", true);
+        }
+        return Err(error);
+    }
     let (command, tag_count) = outcome
         .command_tag
         .as_deref()
         .map(parse_tag)
         .unwrap_or_else(|| (verdict.kind.clone(), None));
-    if outcome.columns.is_empty() {
+    if !writer.has_columns() {
         let count = tag_count.unwrap_or(0);
-        if let Some(message) = change_message(&command, count) {
-            return Ok(
-                json!({"rowCount": count, "command": command, "message": message}).to_string(),
-            );
-        }
+        return Ok(match change_message(&command, count) {
+            Some(message) => {
+                json!({"rowCount": count, "command": command, "message": message}).to_string()
+            }
+            None => json!({"columns": [], "rows": [], "command": command,
+                           "rowCount": count, "truncated": false})
+            .to_string(),
+        });
     }
-    types::resolve(&module.types, &mut connection, &outcome.columns);
-    drop(connection);
-    let (names, shapes, columns) = types::describe(&module.types, &outcome.columns);
-    let row_count = if outcome.columns.is_empty() {
-        tag_count.unwrap_or(0)
-    } else {
-        outcome.rows.len() as u64
-    };
-    // Written directly: `{"command", "columns", "rows", "rowCount", "truncated"}`.
-    let mut out = Vec::with_capacity(256 + outcome.rows.byte_len() * 2);
-    out.extend_from_slice(b"{\"command\":");
-    let _ = serde_json::to_writer(&mut out, &command);
-    out.extend_from_slice(b",\"columns\":");
-    let _ = serde_json::to_writer(&mut out, &columns);
-    out.extend_from_slice(b",\"rows\":");
-    write_rows(&mut out, &names, &shapes, &outcome.rows);
-    out.extend_from_slice(
-        format!(
-            ",\"rowCount\":{row_count},\"truncated\":{}}}",
-            outcome.truncated
-        )
-        .as_bytes(),
-    );
-    String::from_utf8(out)
-        .map_err(|_| ToolError::new(codes::INTERNAL_ERROR, "the result is not valid UTF-8"))
+    Ok(writer.finish(&command))
 }
+
+/// How long a call waits for a second connection to look up column types.
+const TYPE_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[cfg(test)]
 mod tests {

@@ -1,16 +1,66 @@
-//! Opening a connection: TCP, startup, authentication (trust, cleartext,
-//! MD5, SCRAM-SHA-256).
+//! Opening a connection: TCP, TLS, start-up, and authentication that a
+//! server (or someone in the middle) cannot downgrade.
+//!
+//! The client answers only the methods `options.requireAuth` names
+//! ([`AuthMethod`]; SCRAM-SHA-256 by default), sends a cleartext password
+//! only over TLS that verified the server, takes `AuthenticationOk` only
+//! once the method it chose has completed (for SCRAM: after the server's
+//! signature in SASLFinal checked out), and binds SCRAM to the TLS channel
+//! (SCRAM-SHA-256-PLUS, `tls-server-end-point`) when TLS is on.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::authentication::sasl::{
+    ChannelBinding, ScramSha256, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
+};
 use postgres_protocol::message::{backend::Message, frontend};
 
-use super::{Connection, WireError};
+use super::read::INITIAL_BUFFER;
+use super::{CancelKey, Connection, WireError};
+
+/// An authentication method the client may answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    ScramSha256,
+    Md5,
+    /// Cleartext: only over TLS that verifies the server.
+    Password,
+    /// No authentication at all (`trust`).
+    None,
+}
+
+impl AuthMethod {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "scram-sha-256" => AuthMethod::ScramSha256,
+            "md5" => AuthMethod::Md5,
+            "password" => AuthMethod::Password,
+            "none" => AuthMethod::None,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMethod::ScramSha256 => "scram-sha-256",
+            AuthMethod::Md5 => "md5",
+            AuthMethod::Password => "password",
+            AuthMethod::None => "none",
+        }
+    }
+}
+
+/// TLS for a connection: the rustls config and whether it verifies the
+/// server's certificate (`verify-ca`, `verify-full`).
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub config: Arc<rustls::ClientConfig>,
+    pub verifies_server: bool,
+}
 
 /// Where and as whom to connect.
 #[derive(Clone)]
@@ -28,8 +78,10 @@ pub struct ConnectParams {
     pub connect_timeout: Option<Duration>,
     /// Bounds every wait for the server (beyond statement_timeout).
     pub read_timeout: Option<Duration>,
-    /// TLS settings; `None` = plain TCP.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// `None` = plain TCP.
+    pub tls: Option<TlsSettings>,
+    /// The methods the client answers (`options.requireAuth`).
+    pub require_auth: Vec<AuthMethod>,
 }
 
 impl std::fmt::Debug for ConnectParams {
@@ -72,7 +124,19 @@ impl Write for Stream {
     }
 }
 
-/// SSLRequest, then the TLS handshake (rustls drives it on first use).
+impl Stream {
+    /// The `tls-server-end-point` channel binding data: a hash of the
+    /// server's certificate (RFC 5929).
+    fn server_end_point(&self) -> Option<Vec<u8>> {
+        let Stream::Tls(tls) = self else {
+            return None;
+        };
+        let certificate = tls.conn.peer_certificates()?.first()?;
+        super::tls::server_end_point(certificate.as_ref())
+    }
+}
+
+/// SSLRequest, then the TLS handshake.
 fn start_tls(
     mut tcp: TcpStream,
     config: Arc<rustls::ClientConfig>,
@@ -101,7 +165,7 @@ fn start_tls(
     ))))
 }
 
-fn open_tcp(params: &ConnectParams) -> io::Result<TcpStream> {
+fn open_tcp(params: &ConnectParams) -> io::Result<(TcpStream, SocketAddr)> {
     let addresses = (params.host.as_str(), params.port).to_socket_addrs()?;
     let mut last_error = io::Error::new(io::ErrorKind::NotFound, "host has no address");
     for address in addresses {
@@ -110,35 +174,66 @@ fn open_tcp(params: &ConnectParams) -> io::Result<TcpStream> {
             None => TcpStream::connect(address),
         };
         match attempt {
-            Ok(stream) => return Ok(stream),
+            Ok(stream) => return Ok((stream, address)),
             Err(err) => last_error = err,
         }
     }
     Err(last_error)
 }
 
+/// Where authentication stands during start-up.
+enum AuthState {
+    /// Nothing asked yet.
+    Start,
+    /// A password (cleartext or MD5) was sent.
+    PasswordSent,
+    /// SCRAM under way.
+    Scram(Box<ScramSha256>),
+    /// SCRAM completed and the server proved it knows the password.
+    ScramVerified,
+    /// AuthenticationOk received.
+    Done,
+}
+
 impl Connection {
     pub fn connect(params: &ConnectParams) -> Result<Self, WireError> {
-        let tcp = open_tcp(params)?;
+        let (tcp, address) = open_tcp(params)?;
         tcp.set_nodelay(true)?;
         tcp.set_read_timeout(params.read_timeout)?;
         let stream = match &params.tls {
-            Some(config) => start_tls(tcp, config.clone(), &params.host)?,
+            Some(tls) => start_tls(tcp, tls.config.clone(), &params.host)?,
             None => Stream::Plain(tcp),
         };
         let mut connection = Connection {
             stream,
-            read_buf: BytesMut::with_capacity(16 * 1024),
+            read_buf: BytesMut::with_capacity(INITIAL_BUFFER),
             write_buf: BytesMut::with_capacity(4 * 1024),
             broken: false,
             statements: super::SessionStatements::default(),
             last_used: Instant::now(),
+            cancel: None,
+            server_major: 0,
         };
-        connection.startup(params)?;
+        connection.startup(params, address)?;
         Ok(connection)
     }
 
-    fn startup(&mut self, params: &ConnectParams) -> Result<(), WireError> {
+    fn require(params: &ConnectParams, method: AuthMethod) -> Result<(), WireError> {
+        if params.require_auth.contains(&method) {
+            Ok(())
+        } else {
+            Err(WireError::AuthRefused(format!(
+                "the server asked for {} authentication",
+                method.name()
+            )))
+        }
+    }
+
+    fn password(params: &ConnectParams) -> Result<&str, WireError> {
+        params.password.as_deref().ok_or(WireError::PasswordMissing)
+    }
+
+    fn startup(&mut self, params: &ConnectParams, address: SocketAddr) -> Result<(), WireError> {
         // Session defaults that make text results ISO 8601 and stable; they
         // are what RESET/DISCARD ALL return to.
         let statement_timeout = params.statement_timeout_ms.to_string();
@@ -158,7 +253,7 @@ impl Connection {
         let deadline = params
             .connect_timeout
             .map(|timeout| Instant::now() + timeout);
-        let mut scram: Option<ScramSha256> = None;
+        let mut state = AuthState::Start;
         loop {
             if deadline.is_some_and(|deadline| Instant::now() > deadline) {
                 return Err(WireError::Io(io::Error::new(
@@ -167,20 +262,40 @@ impl Connection {
                 )));
             }
             match self.read_message()? {
-                Message::AuthenticationOk => {}
+                Message::AuthenticationOk => {
+                    match state {
+                        AuthState::Start => Self::require(params, AuthMethod::None)?,
+                        AuthState::PasswordSent | AuthState::ScramVerified => {}
+                        AuthState::Scram(_) => {
+                            return Err(WireError::AuthRefused(
+                                "the server ended SCRAM without proving it knows the password \
+                                 (no SASLFinal)"
+                                    .into(),
+                            ))
+                        }
+                        AuthState::Done => {
+                            return Err(WireError::Protocol("a second AuthenticationOk".into()))
+                        }
+                    }
+                    state = AuthState::Done;
+                }
                 Message::AuthenticationCleartextPassword => {
-                    let password = params
-                        .password
-                        .as_deref()
-                        .ok_or(WireError::PasswordMissing)?;
+                    Self::require(params, AuthMethod::Password)?;
+                    if !params.tls.as_ref().is_some_and(|tls| tls.verifies_server) {
+                        return Err(WireError::AuthRefused(
+                            "a cleartext password is sent only over TLS that verifies the \
+                             server (options.ssl.mode verify-ca or verify-full)"
+                                .into(),
+                        ));
+                    }
+                    let password = Self::password(params)?;
                     frontend::password_message(password.as_bytes(), &mut self.write_buf)?;
                     self.flush()?;
+                    state = AuthState::PasswordSent;
                 }
                 Message::AuthenticationMd5Password(body) => {
-                    let password = params
-                        .password
-                        .as_deref()
-                        .ok_or(WireError::PasswordMissing)?;
+                    Self::require(params, AuthMethod::Md5)?;
+                    let password = Self::password(params)?;
                     let hash = postgres_protocol::authentication::md5_hash(
                         params.user.as_bytes(),
                         password.as_bytes(),
@@ -188,43 +303,60 @@ impl Connection {
                     );
                     frontend::password_message(hash.as_bytes(), &mut self.write_buf)?;
                     self.flush()?;
+                    state = AuthState::PasswordSent;
                 }
                 Message::AuthenticationSasl(body) => {
+                    Self::require(params, AuthMethod::ScramSha256)?;
+                    if !matches!(state, AuthState::Start) {
+                        return Err(WireError::Protocol("unexpected SASL start".into()));
+                    }
                     let mut mechanisms = body.mechanisms();
-                    let mut supported = false;
+                    let (mut plain, mut plus) = (false, false);
                     while let Some(mechanism) = fallible_next(&mut mechanisms)? {
-                        supported |= mechanism == SCRAM_SHA_256;
+                        plain |= mechanism == SCRAM_SHA_256;
+                        plus |= mechanism == SCRAM_SHA_256_PLUS;
                     }
-                    if !supported {
-                        return Err(WireError::UnsupportedAuth("SASL without SCRAM-SHA-256"));
-                    }
-                    let password = params
-                        .password
-                        .as_deref()
-                        .ok_or(WireError::PasswordMissing)?;
-                    let client =
-                        ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+                    let end_point = self.stream.server_end_point();
+                    let (mechanism, binding) = match (plus, end_point) {
+                        (true, Some(hash)) => (
+                            SCRAM_SHA_256_PLUS,
+                            ChannelBinding::tls_server_end_point(hash),
+                        ),
+                        // Over TLS the client says it could bind ("y"): a
+                        // server that supports binding but saw PLUS
+                        // stripped from its list refuses the exchange.
+                        (_, Some(_)) if plain => (SCRAM_SHA_256, ChannelBinding::unrequested()),
+                        (_, None) if plain => (SCRAM_SHA_256, ChannelBinding::unsupported()),
+                        _ => return Err(WireError::UnsupportedAuth("SASL without SCRAM-SHA-256")),
+                    };
+                    let password = Self::password(params)?;
+                    let client = ScramSha256::new(password.as_bytes(), binding);
                     frontend::sasl_initial_response(
-                        SCRAM_SHA_256,
+                        mechanism,
                         client.message(),
                         &mut self.write_buf,
                     )?;
                     self.flush()?;
-                    scram = Some(client);
+                    state = AuthState::Scram(Box::new(client));
                 }
                 Message::AuthenticationSaslContinue(body) => {
-                    let client = scram
-                        .as_mut()
-                        .ok_or_else(|| WireError::Protocol("unexpected SASL continue".into()))?;
+                    let AuthState::Scram(client) = &mut state else {
+                        return Err(WireError::Protocol("unexpected SASL continue".into()));
+                    };
                     client.update(body.data())?;
                     frontend::sasl_response(client.message(), &mut self.write_buf)?;
                     self.flush()?;
                 }
                 Message::AuthenticationSaslFinal(body) => {
-                    let client = scram
-                        .as_mut()
-                        .ok_or_else(|| WireError::Protocol("unexpected SASL final".into()))?;
-                    client.finish(body.data())?;
+                    let AuthState::Scram(client) = &mut state else {
+                        return Err(WireError::Protocol("unexpected SASL final".into()));
+                    };
+                    client.finish(body.data()).map_err(|err| {
+                        WireError::AuthRefused(format!(
+                            "the server's SCRAM signature did not verify: {err}"
+                        ))
+                    })?;
+                    state = AuthState::ScramVerified;
                 }
                 Message::AuthenticationKerberosV5
                 | Message::AuthenticationScmCredential
@@ -236,41 +368,33 @@ impl Connection {
                 Message::ErrorResponse(body) => {
                     return Err(WireError::Db(super::message::db_error(&body)?))
                 }
-                Message::ReadyForQuery(_) => return Ok(()),
-                // ParameterStatus, BackendKeyData, notices.
+                Message::BackendKeyData(body) => {
+                    self.cancel = Some(CancelKey {
+                        address,
+                        process_id: body.process_id(),
+                        secret_key: body.secret_key(),
+                    });
+                }
+                Message::ParameterStatus(body)
+                    if body.name().map_err(WireError::Io)? == "server_version" =>
+                {
+                    let version = body.value().map_err(WireError::Io)?;
+                    self.server_major = version
+                        .split(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .and_then(|major| major.parse().ok())
+                        .unwrap_or(0);
+                }
+                Message::ReadyForQuery(_) => {
+                    if !matches!(state, AuthState::Done) {
+                        return Err(WireError::Protocol(
+                            "ready for query before authentication completed".into(),
+                        ));
+                    }
+                    return Ok(());
+                }
+                // Notices.
                 _ => {}
-            }
-        }
-    }
-
-    /// The next backend message, reading from the socket as needed.
-    pub(super) fn read_message(&mut self) -> Result<Message, WireError> {
-        loop {
-            match Message::parse(&mut self.read_buf) {
-                Ok(Some(message)) => return Ok(message),
-                Ok(None) => {}
-                Err(err) => {
-                    self.broken = true;
-                    return Err(WireError::Protocol(err.to_string()));
-                }
-            }
-            let start = self.read_buf.len();
-            self.read_buf.resize(start + 16 * 1024, 0);
-            match self.stream.read(&mut self.read_buf[start..]) {
-                Ok(0) => {
-                    self.read_buf.truncate(start);
-                    self.broken = true;
-                    return Err(WireError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection",
-                    )));
-                }
-                Ok(read) => self.read_buf.truncate(start + read),
-                Err(err) => {
-                    self.read_buf.truncate(start);
-                    self.broken = true;
-                    return Err(WireError::Io(err));
-                }
             }
         }
     }

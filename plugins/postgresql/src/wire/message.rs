@@ -193,8 +193,17 @@ impl Connection {
     }
 
     /// Reads one request's responses up to ReadyForQuery, keeping at most
-    /// `row_cap` rows (the rest of a simple query's rows are dropped).
+    /// `row_cap` rows (the rest of a simple query's rows are dropped). Any
+    /// error leaves the connection marked broken.
     pub fn read_group(&mut self, row_cap: usize) -> Result<GroupResult, WireError> {
+        let result = self.read_group_inner(row_cap);
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
+    }
+
+    fn read_group_inner(&mut self, row_cap: usize) -> Result<GroupResult, WireError> {
         let mut result = GroupResult::default();
         loop {
             match self.read_message()? {

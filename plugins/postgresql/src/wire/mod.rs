@@ -6,21 +6,32 @@
 //! parameters exactly like node-postgres (untyped, in text format, so the
 //! server infers their types), read results in text format (so every type,
 //! including enums, domains and extension types, has a faithful text form),
-//! and stop reading a result after `maxRows` (Execute with a row limit). The
-//! `postgres` crate fixes binary results and a prepare round trip.
+//! stop reading a result after `maxRows` (Execute with a row limit), and
+//! hand rows to the caller as they arrive, never holding more of a result
+//! than the caller's byte budget ([`RowSink`]). The `postgres` crate fixes
+//! binary results, a prepare round trip and whole results in memory.
+//!
+//! Layers: `connect` (TCP/TLS, startup, authentication that cannot be
+//! downgraded), `read` (bounded reading of backend messages), `message`
+//! (encoding requests; one request's responses), `pipeline` (batches of
+//! steps under one Sync), `statements` (named statements on the session),
+//! `tls` (rustls from `options.ssl`).
 
 mod connect;
 mod message;
 mod pipeline;
+mod read;
 mod statements;
 pub mod tls;
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::BytesMut;
-pub use connect::ConnectParams;
+pub use connect::{AuthMethod, ConnectParams};
 pub use message::{encode_query, encode_run_prepared, encode_step, Column, DbError, GroupResult};
-pub use pipeline::{encode_close_statement, encode_prepare, encode_sync, TextRows};
+pub use pipeline::{encode_close_statement, encode_prepare, encode_sync, CollectRows};
+pub use read::{Flow, RowSink};
 pub use statements::SessionStatements;
 
 /// Everything that can go wrong on a connection.
@@ -34,8 +45,38 @@ pub enum WireError {
     Protocol(String),
     #[error("the server asked for an authentication method this client does not support ({0})")]
     UnsupportedAuth(&'static str),
+    #[error("refused to authenticate: {0} (options.requireAuth)")]
+    AuthRefused(String),
     #[error("a password is required but none is configured")]
     PasswordMissing,
+}
+
+/// What it takes to cancel the statement running on a connection: the
+/// server's address and the key it sent at start-up (BackendKeyData).
+#[derive(Debug, Clone, Copy)]
+pub struct CancelKey {
+    address: SocketAddr,
+    process_id: i32,
+    secret_key: i32,
+}
+
+impl CancelKey {
+    /// Sends a CancelRequest on a new connection (plain TCP, as libpq
+    /// does: the server reads it before any authentication). Best effort.
+    pub fn cancel(&self, timeout: std::time::Duration) {
+        use std::io::Write;
+        let mut request = BytesMut::new();
+        postgres_protocol::message::frontend::cancel_request(
+            self.process_id,
+            self.secret_key,
+            &mut request,
+        );
+        let sent = std::net::TcpStream::connect_timeout(&self.address, timeout)
+            .and_then(|mut stream| stream.write_all(&request));
+        if let Err(err) = sent {
+            tracing::warn!(error = %err, "could not send a cancel request");
+        }
+    }
 }
 
 /// One server connection. Not thread-safe; the pool hands it to one caller
@@ -49,6 +90,9 @@ pub struct Connection {
     /// The named statements that exist on this session.
     pub statements: SessionStatements,
     last_used: Instant,
+    cancel: Option<CancelKey>,
+    /// The server's major version (`server_version` at start-up).
+    server_major: u32,
 }
 
 impl Connection {
@@ -62,6 +106,14 @@ impl Connection {
 
     pub fn idle_for(&self) -> std::time::Duration {
         self.last_used.elapsed()
+    }
+
+    pub fn server_major(&self) -> u32 {
+        self.server_major
+    }
+
+    pub fn cancel_key(&self) -> Option<CancelKey> {
+        self.cancel
     }
 
     /// The buffer requests are encoded into before [`Connection::flush`].

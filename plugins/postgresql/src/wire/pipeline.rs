@@ -12,14 +12,12 @@
 //! message up to the Sync, so the steps after a failed one never run; and
 //! the error is reported with the index of the step that failed.
 
-use std::ops::Range;
-
 use bytes::BytesMut;
-use fallible_iterator::FallibleIterator;
-use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::backend::{DataRowBody, Message};
 use postgres_protocol::message::frontend;
 
 use super::message::{columns_of, db_error, owned_row, Column, DbError};
+use super::read::{oversized_error, Flow, Incoming, RowSink};
 use super::{Connection, WireError};
 
 /// Parse of a named statement (parameter types inferred), to be run later
@@ -46,89 +44,8 @@ pub fn encode_sync(buf: &mut BytesMut) {
     frontend::sync(buf);
 }
 
-/// Text values of a result, kept in one buffer (no allocation per value).
-#[derive(Debug, Default)]
-pub struct TextRows {
-    bytes: Vec<u8>,
-    /// Per value: its byte range, `None` for SQL NULL.
-    cells: Vec<Option<Range<u32>>>,
-    /// Where each row starts in `cells`.
-    row_starts: Vec<u32>,
-}
-
-impl TextRows {
-    pub fn len(&self) -> usize {
-        self.row_starts.len()
-    }
-
-    /// Bytes of all values together.
-    pub fn byte_len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// The values of row `index` (lossy UTF-8: the session is UTF8).
-    pub fn row(&self, index: usize) -> impl Iterator<Item = Option<std::borrow::Cow<'_, str>>> {
-        let start = self.row_starts.get(index).map_or(0, |&s| s as usize);
-        let end = self
-            .row_starts
-            .get(index + 1)
-            .map_or(self.cells.len(), |&s| s as usize);
-        self.cells[start..end].iter().map(|cell| {
-            cell.as_ref().map(|range| {
-                String::from_utf8_lossy(&self.bytes[range.start as usize..range.end as usize])
-            })
-        })
-    }
-
-    /// Owned copies, for callers that keep rows around (catalog tools).
-    pub fn to_owned_rows(&self) -> Vec<Vec<Option<String>>> {
-        (0..self.len())
-            .map(|i| self.row(i).map(|v| v.map(|v| v.into_owned())).collect())
-            .collect()
-    }
-
-    /// Rows from plain values (tests).
-    #[cfg(test)]
-    pub fn from_values(rows: &[Vec<Option<&str>>]) -> Self {
-        let mut out = Self::default();
-        for row in rows {
-            out.row_starts.push(out.cells.len() as u32);
-            for value in row {
-                out.cells.push(value.map(|text| {
-                    let start = out.bytes.len() as u32;
-                    out.bytes.extend_from_slice(text.as_bytes());
-                    start..out.bytes.len() as u32
-                }));
-            }
-        }
-        out
-    }
-
-    fn push_row(
-        &mut self,
-        buffer: &[u8],
-        ranges: &mut postgres_protocol::message::backend::DataRowRanges<'_>,
-    ) -> Result<(), WireError> {
-        let too_big = || WireError::Protocol("a result larger than 4 GiB".into());
-        self.row_starts
-            .push(u32::try_from(self.cells.len()).map_err(|_| too_big())?);
-        while let Some(range) = ranges.next().map_err(WireError::Io)? {
-            let cell = match range {
-                None => None,
-                Some(range) => {
-                    let start = u32::try_from(self.bytes.len()).map_err(|_| too_big())?;
-                    self.bytes.extend_from_slice(&buffer[range]);
-                    let end = u32::try_from(self.bytes.len()).map_err(|_| too_big())?;
-                    Some(start..end)
-                }
-            };
-            self.cells.push(cell);
-        }
-        Ok(())
-    }
-}
-
-/// What a batch produced.
+/// What a batch produced besides the captured rows (those went to the
+/// [`RowSink`]).
 #[derive(Debug, Default)]
 pub struct BatchResult {
     /// Steps that ran to completion, in order, with their command tags
@@ -136,39 +53,80 @@ pub struct BatchResult {
     pub completed: Vec<Option<String>>,
     /// The first error and the index of the step it belongs to.
     pub error: Option<(usize, DbError)>,
-    /// The captured step's columns and rows (at most the row cap).
-    pub columns: Vec<Column>,
-    pub rows: TextRows,
-    /// Rows the captured step sent, kept or not.
-    pub rows_seen: usize,
     /// The first row of the probed step, if it sent one.
     pub probe_row: Option<Vec<Option<String>>>,
     /// `I` idle, `T` in a transaction, `E` in a failed transaction.
     pub transaction_status: u8,
+    /// The sink asked to stop: the batch was not read to its end, and the
+    /// connection is marked broken.
+    pub abandoned: bool,
 }
 
+/// The longest row the probed step (our guard) may send.
+const PROBE_ROW_LIMIT: usize = 64 * 1024;
+
 impl Connection {
-    /// Reads a batch's responses up to its ReadyForQuery, keeping the rows
-    /// of step `capture` (at most `row_cap`) and the first row of step
-    /// `probe`.
+    /// Reads a batch's responses up to its ReadyForQuery, handing the rows
+    /// of step `capture` to `sink` and keeping the first row of step
+    /// `probe`. Any error leaves the connection marked broken.
     pub fn read_batch(
         &mut self,
         capture: usize,
-        row_cap: usize,
+        sink: &mut dyn RowSink,
+        probe: Option<usize>,
+    ) -> Result<BatchResult, WireError> {
+        let result = self.read_batch_inner(capture, sink, probe);
+        if result.as_ref().map_or(true, |batch| batch.abandoned) {
+            self.broken = true;
+        }
+        result
+    }
+
+    fn read_batch_inner(
+        &mut self,
+        capture: usize,
+        sink: &mut dyn RowSink,
         probe: Option<usize>,
     ) -> Result<BatchResult, WireError> {
         let mut result = BatchResult::default();
         loop {
             let step = result.completed.len();
-            match self.read_message()? {
+            let row_limit = if step == capture {
+                sink.row_limit()
+            } else {
+                PROBE_ROW_LIMIT
+            };
+            let message = match self.next_message(row_limit)? {
+                Incoming::Message(message) => message,
+                Incoming::SkippedRow(wire_len) if step == capture => {
+                    if sink.oversized(wire_len) == Flow::Abandon {
+                        result.abandoned = true;
+                        return Ok(result);
+                    }
+                    continue;
+                }
+                Incoming::SkippedRow(_) => {
+                    return Err(WireError::Protocol(
+                        "an oversized row from one of our own statements".into(),
+                    ))
+                }
+                Incoming::SkippedError => {
+                    if result.error.is_none() {
+                        result.error = Some((step, oversized_error()));
+                    }
+                    continue;
+                }
+                Incoming::Skipped => continue,
+            };
+            match message {
                 Message::RowDescription(body) if step == capture => {
-                    result.columns = columns_of(&body)?;
+                    sink.columns(&columns_of(&body)?);
                 }
                 Message::DataRow(body) => {
                     if step == capture {
-                        result.rows_seen += 1;
-                        if result.rows.len() < row_cap {
-                            result.rows.push_row(body.buffer(), &mut body.ranges())?;
+                        if sink.row(&body)? == Flow::Abandon {
+                            result.abandoned = true;
+                            return Ok(result);
                         }
                     } else if Some(step) == probe && result.probe_row.is_none() {
                         result.probe_row = Some(owned_row(&body)?);
@@ -193,5 +151,52 @@ impl Connection {
                 other => self.pass_over(&other)?,
             }
         }
+    }
+}
+
+/// A sink that keeps every row as owned strings, up to a byte budget (our
+/// catalog queries; small by nature, bounded all the same).
+#[derive(Debug, Default)]
+pub struct CollectRows {
+    pub rows: Vec<Vec<Option<String>>>,
+    bytes: usize,
+    budget: usize,
+    /// The rows did not fit the budget.
+    pub overflowed: bool,
+}
+
+impl CollectRows {
+    pub fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            ..Self::default()
+        }
+    }
+}
+
+impl RowSink for CollectRows {
+    fn columns(&mut self, _columns: &[Column]) {}
+
+    fn row_limit(&self) -> usize {
+        if self.overflowed {
+            0
+        } else {
+            self.budget.saturating_sub(self.bytes)
+        }
+    }
+
+    fn row(&mut self, row: &DataRowBody) -> Result<Flow, WireError> {
+        self.bytes += row.buffer().len();
+        if self.bytes > self.budget {
+            self.overflowed = true;
+        } else {
+            self.rows.push(owned_row(row)?);
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn oversized(&mut self, _wire_len: usize) -> Flow {
+        self.overflowed = true;
+        Flow::Continue
     }
 }

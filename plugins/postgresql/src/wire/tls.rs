@@ -1,6 +1,7 @@
 //! TLS to the database with rustls (no OpenSSL). `options.ssl` is the
 //! seed's: `false`, `true` (verify against the Mozilla roots), or
-//! `{rejectUnauthorized, ca, cert, key}` with PEM text or file paths.
+//! `{mode, rejectUnauthorized, ca, cert, key}` with PEM text or file paths;
+//! `mode` is libpq's `disable`, `require`, `verify-ca` or `verify-full`.
 
 use std::sync::Arc;
 
@@ -36,22 +37,81 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The client config for `options.ssl`, or `None` for plain TCP.
-pub fn client_config(ssl: Option<&Value>) -> Result<Option<Arc<ClientConfig>>, String> {
+/// `options.ssl.mode`, as libpq names the modes we support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    /// Encrypted, the server not authenticated.
+    Require,
+    /// The certificate chains to a trusted CA; any host name.
+    VerifyCa,
+    /// The certificate chains to a trusted CA and names the host.
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn verifies_server(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+}
+
+/// The mode `options.ssl` asks for: `false` disables, `true` is
+/// `verify-full` (as the seed's `ssl: true` verified against public CAs),
+/// an object says `mode`, or `rejectUnauthorized: false` (`require`), else
+/// `verify-full`.
+pub fn mode_of(ssl: Option<&Value>) -> Result<SslMode, String> {
     let options = match ssl {
-        None | Some(Value::Bool(false)) | Some(Value::Null) => return Ok(None),
-        Some(Value::Bool(true)) => &Value::Object(Default::default()),
+        None | Some(Value::Bool(false)) | Some(Value::Null) => return Ok(SslMode::Disable),
+        Some(Value::Bool(true)) => return Ok(SslMode::VerifyFull),
         Some(object @ Value::Object(_)) => object,
         Some(_) => return Err("options.ssl must be false, true or an object".into()),
+    };
+    let reject = options.get("rejectUnauthorized").and_then(Value::as_bool);
+    let mode = match options.get("mode") {
+        None => {
+            if reject == Some(false) {
+                SslMode::Require
+            } else {
+                SslMode::VerifyFull
+            }
+        }
+        Some(Value::String(mode)) => match mode.as_str() {
+            "disable" => SslMode::Disable,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(format!(
+                    "options.ssl.mode '{other}' is not one of disable, require, verify-ca, \
+                     verify-full"
+                ))
+            }
+        },
+        Some(_) => return Err("options.ssl.mode must be a string".into()),
+    };
+    if reject == Some(false) && mode.verifies_server() {
+        return Err(format!(
+            "options.ssl.rejectUnauthorized false contradicts options.ssl.mode {mode:?}"
+        ));
+    }
+    Ok(mode)
+}
+
+/// The TLS settings for `options.ssl`, or `None` for plain TCP.
+pub fn client_config(ssl: Option<&Value>) -> Result<Option<super::connect::TlsSettings>, String> {
+    let mode = mode_of(ssl)?;
+    if mode == SslMode::Disable {
+        return Ok(None);
+    }
+    let empty = Value::Object(Default::default());
+    let options = match ssl {
+        Some(object @ Value::Object(_)) => object,
+        _ => &empty,
     };
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|err| err.to_string())?;
-    let verify = options
-        .get("rejectUnauthorized")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
-    let builder = if verify {
+    let builder = if mode.verifies_server() {
         let mut roots = RootCertStore::empty();
         match options.get("ca") {
             Some(ca) => {
@@ -63,7 +123,19 @@ pub fn client_config(ssl: Option<&Value>) -> Result<Option<Arc<ClientConfig>>, S
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
-        builder.with_root_certificates(roots)
+        if mode == SslMode::VerifyCa {
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|err| format!("options.ssl.ca: {err}"))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyHostName(inner)))
+        } else {
+            builder.with_root_certificates(roots)
+        }
     } else {
         builder
             .dangerous()
@@ -81,7 +153,109 @@ pub fn client_config(ssl: Option<&Value>) -> Result<Option<Arc<ClientConfig>>, S
         (None, None) => builder.with_no_client_auth(),
         _ => return Err("options.ssl.cert and options.ssl.key go together".into()),
     };
-    Ok(Some(Arc::new(config)))
+    Ok(Some(super::connect::TlsSettings {
+        config: Arc::new(config),
+        verifies_server: mode.verifies_server(),
+    }))
+}
+
+/// `verify-ca`: the chain must verify, the name in it may be any.
+#[derive(Debug)]
+struct AnyHostName(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyHostName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// One DER element at the start of `input`: (tag, content, rest).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (length, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let length = rest[..count]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (length, &rest[count..])
+    };
+    (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
+}
+
+/// RFC 5929 `tls-server-end-point`: the certificate hashed with the hash
+/// of its signature algorithm, SHA-256 for MD5, SHA-1 and anything else.
+pub fn server_end_point(certificate: &[u8]) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    const SEQUENCE: u8 = 0x30;
+    let (tag, certificate_body, _) = der_element(certificate)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (_, _tbs, rest) = der_element(certificate_body)?;
+    let (tag, algorithm, _) = der_element(rest)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (_, oid, _) = der_element(algorithm)?;
+    const SHA384: [&[u8]; 2] = [
+        &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0C],
+        &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x03],
+    ];
+    const SHA512: [&[u8]; 2] = [
+        &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0D],
+        &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x04],
+    ];
+    Some(if SHA384.contains(&oid) {
+        sha2::Sha384::digest(certificate).to_vec()
+    } else if SHA512.contains(&oid) {
+        sha2::Sha512::digest(certificate).to_vec()
+    } else {
+        sha2::Sha256::digest(certificate).to_vec()
+    })
 }
 
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
@@ -89,8 +263,10 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
         .map_err(|err| format!("'{host}' is not a valid TLS server name: {err}"))
 }
 
-/// `rejectUnauthorized: false`: encryption without authentication of the
-/// server, as node-postgres does. Documented as unsafe.
+/// `require` (`rejectUnauthorized: false`): encryption without
+/// authentication of the server, as node-postgres does; SCRAM's channel
+/// binding still stops a man in the middle from logging in. Documented as
+/// unsafe.
 #[derive(Debug)]
 struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
 

@@ -1,0 +1,131 @@
+//! JSON text checked and copied without building a tree: the host checks
+//! request bodies with it, the PostgreSQL module copies `json` values into
+//! results with it.
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// Checks that `body` is one JSON value that a full parse would accept:
+/// valid UTF-8, no lone surrogate escapes (`"\ud800"`), numbers in range.
+/// `serde::de::IgnoredAny` and `RawValue` skip strings without decoding
+/// them, so they let such bodies through; this decodes every string and
+/// number (into serde_json's reusable scratch buffer) but builds no tree.
+pub fn check(body: &[u8]) -> Result<(), serde_json::Error> {
+    serde_json::from_slice::<Strict>(body).map(|_| ())
+}
+
+/// A JSON value, decoded and dropped.
+struct Strict;
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        while seq.next_element::<Strict>()?.is_some() {}
+        Ok(Strict)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        // Keys are strings: decoding them as `Strict` checks their escapes.
+        while map.next_entry::<Strict, Strict>()?.is_some() {}
+        Ok(Strict)
+    }
+}
+
+/// [`check`] for text.
+pub fn is_valid(text: &str) -> bool {
+    check(text.as_bytes()).is_ok()
+}
+
+/// Appends valid JSON `text` without the white space between tokens.
+pub fn write_minified(out: &mut Vec<u8>, text: &str) {
+    let mut in_string = false;
+    let mut escaped = false;
+    out.reserve(text.len());
+    for &byte in text.as_bytes() {
+        if in_string {
+            out.push(byte);
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            out.push(byte);
+            in_string = byte == b'"';
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_check_refuses_what_a_full_parse_refuses() {
+        for bad in [
+            &b"{\"a\":\"\\ud800\"}"[..],
+            b"\"\\udc00 lone low\"",
+            b"{\"\\ud800\":1}",
+            b"\"a\xffb\"",
+            b"[1e999]",
+            b"[1,]",
+            b"{\"a\":1} x",
+        ] {
+            assert!(check(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        for good in [
+            &b"{\"a\":\"\\ud83d\\ude00 \\u00e9\",\"b\":[1,-2.5e3,null,true]}"[..],
+            b"{\"a\":1,\"a\":2}",
+            "\"é 😀\"".as_bytes(),
+        ] {
+            assert!(check(good).is_ok(), "{}", String::from_utf8_lossy(good));
+        }
+    }
+
+    #[test]
+    fn minified_copies_keep_strings_whole() {
+        let mut out = Vec::new();
+        write_minified(
+            &mut out,
+            " { \"a b\" : [ 1 ,\n\t2 ], \"q\\\" \" : \" x \" } ",
+        );
+        assert_eq!(out, br#"{"a b":[1,2],"q\" ":" x "}"#);
+    }
+}

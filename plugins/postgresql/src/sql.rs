@@ -1,0 +1,335 @@
+//! Every statement this module itself sends, in one place.
+//!
+//! Each one names everything it uses with its schema: functions and
+//! types as `pg_catalog.x`, operators as `OPERATOR(pg_catalog.=)`,
+//! relations as `pg_catalog.pg_x`, and no construct that looks an operator
+//! up by its bare name (`IN (…)`, simple `CASE x WHEN`, `LIKE`). The
+//! guard runs in the caller's transaction after the caller's statement,
+//! which may have created temporary objects: a temporary table named
+//! `text` would otherwise turn `::text` into its row type (temporary
+//! relations and types come first in the search path). A test walks the
+//! parse tree of every statement here and fails on any unqualified name.
+
+/// `BEGIN` of a read: the transaction is read-only whatever runs in it.
+pub const BEGIN_READ: &str = "BEGIN READ ONLY";
+pub const BEGIN_WRITE: &str = "BEGIN";
+/// The transaction-local `SET ROLE`, the identity as a parameter.
+pub const SET_ROLE: &str = "SELECT pg_catalog.set_config('role', $1, true)";
+pub const ROLLBACK: &str = "ROLLBACK";
+pub const COMMIT: &str = "COMMIT";
+pub const DISCARD_ALL: &str = "DISCARD ALL";
+
+/// After the caller's statement: fails (division by zero) unless the
+/// identity is still the delegated one, counts SQL-level prepared
+/// statements (a function can `EXECUTE 'PREPARE …'`), and releases
+/// session-level advisory locks.
+pub const GUARD: &str = "\
+SELECT 1 OPERATOR(pg_catalog./) \
+       (CURRENT_USER OPERATOR(pg_catalog.=) $1::pg_catalog.name)::pg_catalog.int4, \
+       (pg_catalog.count(*) FILTER (WHERE p.from_sql))::pg_catalog.text, \
+       pg_catalog.pg_advisory_unlock_all() \
+FROM pg_catalog.pg_prepared_statement() p";
+
+/// Whether a delegated identity may be used (as the service account):
+/// no row when the role does not exist.
+pub const IDENTITY: &str = "\
+SELECT r.rolsuper::pg_catalog.text, r.rolbypassrls::pg_catalog.text, \
+       r.rolcreaterole::pg_catalog.text, r.rolreplication::pg_catalog.text, \
+       (r.rolname OPERATOR(pg_catalog.=) SESSION_USER)::pg_catalog.text, \
+       pg_catalog.starts_with(r.rolname::pg_catalog.text, 'pg_')::pg_catalog.text, \
+       pg_catalog.pg_has_role(SESSION_USER, r.oid, 'MEMBER')::pg_catalog.text \
+FROM pg_catalog.pg_roles r \
+WHERE r.rolname OPERATOR(pg_catalog.=) $1::pg_catalog.name";
+
+/// The service account's attributes and how it holds the delegated roles,
+/// PostgreSQL 16 and later (grants carry INHERIT and SET options).
+pub const PROFILE_16: &str = "\
+SELECT r.rolsuper::pg_catalog.text, r.rolbypassrls::pg_catalog.text, \
+       r.rolcreaterole::pg_catalog.text, r.rolreplication::pg_catalog.text, \
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m \
+         WHERE m.member OPERATOR(pg_catalog.=) r.oid AND m.inherit_option)::pg_catalog.text, \
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m \
+         WHERE m.member OPERATOR(pg_catalog.=) r.oid AND m.admin_option)::pg_catalog.text, \
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m \
+         WHERE m.member OPERATOR(pg_catalog.=) r.oid)::pg_catalog.text, \
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc p, \
+              pg_catalog.aclexplode(COALESCE(p.proacl, pg_catalog.acldefault('f', p.proowner))) a \
+         WHERE p.oid OPERATOR(pg_catalog.=) \
+               'pg_catalog.set_config(text,text,boolean)'::pg_catalog.regprocedure \
+           AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE' \
+           AND a.grantee OPERATOR(pg_catalog.<>) r.oid \
+           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner)::pg_catalog.text, \
+       pg_catalog.has_function_privilege('pg_catalog.set_config(text,text,boolean)', \
+                                         'EXECUTE')::pg_catalog.text \
+FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER";
+
+/// [`PROFILE_16`] before PostgreSQL 16: a member inherits every granted
+/// role's privileges unless the member role is NOINHERIT.
+pub const PROFILE_15: &str = "\
+SELECT r.rolsuper::pg_catalog.text, r.rolbypassrls::pg_catalog.text, \
+       r.rolcreaterole::pg_catalog.text, r.rolreplication::pg_catalog.text, \
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m \
+         WHERE m.member OPERATOR(pg_catalog.=) r.oid AND r.rolinherit)::pg_catalog.text, \
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m \
+         WHERE m.member OPERATOR(pg_catalog.=) r.oid AND m.admin_option)::pg_catalog.text, \
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m \
+         WHERE m.member OPERATOR(pg_catalog.=) r.oid)::pg_catalog.text, \
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc p, \
+              pg_catalog.aclexplode(COALESCE(p.proacl, pg_catalog.acldefault('f', p.proowner))) a \
+         WHERE p.oid OPERATOR(pg_catalog.=) \
+               'pg_catalog.set_config(text,text,boolean)'::pg_catalog.regprocedure \
+           AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE' \
+           AND a.grantee OPERATOR(pg_catalog.<>) r.oid \
+           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner)::pg_catalog.text, \
+       pg_catalog.has_function_privilege('pg_catalog.set_config(text,text,boolean)', \
+                                         'EXECUTE')::pg_catalog.text \
+FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER";
+
+/// What `health` reports.
+pub const HEALTH: &str = "\
+SELECT pg_catalog.current_database()::pg_catalog.text, \
+       pg_catalog.current_setting('server_version')";
+
+/// Types that are not built in (domains, enums, their arrays), by oid.
+pub const TYPE_LOOKUP: &str = "\
+SELECT t.oid::pg_catalog.int8::pg_catalog.text, t.typname::pg_catalog.text, \
+       t.typtype::pg_catalog.text, t.typbasetype::pg_catalog.int8::pg_catalog.text, \
+       t.typelem::pg_catalog.int8::pg_catalog.text, t.typcategory::pg_catalog.text \
+FROM pg_catalog.pg_type t \
+WHERE t.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[])";
+
+/// Tables, views, materialized views, foreign and partitioned tables the
+/// role holds any privilege on, in a schema it may use (run delegated).
+pub const SCHEMA: &str = "\
+SELECT c.relname::pg_catalog.text,
+       CASE WHEN c.relkind OPERATOR(pg_catalog.=) 'r' THEN 'TABLE'
+            WHEN c.relkind OPERATOR(pg_catalog.=) 'v' THEN 'VIEW'
+            WHEN c.relkind OPERATOR(pg_catalog.=) 'm' THEN 'MATERIALIZED VIEW'
+            WHEN c.relkind OPERATOR(pg_catalog.=) 'f' THEN 'FOREIGN TABLE'
+            WHEN c.relkind OPERATOR(pg_catalog.=) 'p' THEN 'PARTITIONED TABLE' END,
+       pg_catalog.obj_description(c.oid, 'pg_class'),
+       GREATEST(c.reltuples, 0)::pg_catalog.float8::pg_catalog.text
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+WHERE n.nspname OPERATOR(pg_catalog.=) $1
+  AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,v,m,f,p}'::pg_catalog.\"char\"[])
+  AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+  AND pg_catalog.has_table_privilege(c.oid,
+        'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+ORDER BY c.relname";
+
+/// One JSON document describing a table the role may see (no row if not;
+/// run delegated).
+pub const TABLE_DETAILS: &str = "\
+WITH t AS (
+  SELECT c.oid, c.relname, n.nspname
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+  WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND c.relname OPERATOR(pg_catalog.=) $2
+    AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,v,m,f,p}'::pg_catalog.\"char\"[])
+    AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+    AND pg_catalog.has_table_privilege(c.oid,
+          'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+)
+SELECT pg_catalog.json_build_object(
+  'table', t.relname,
+  'schema', t.nspname,
+  'comment', pg_catalog.obj_description(t.oid, 'pg_class'),
+  'columns', (
+    SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_object(
+      'name', a.attname,
+      'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
+      'nullable', NOT a.attnotnull,
+      'default', pg_catalog.pg_get_expr(d.adbin, d.adrelid),
+      'maxLength', CASE WHEN a.atttypid OPERATOR(pg_catalog.=) ANY ('{1042,1043}'::pg_catalog.oid[])
+                         AND a.atttypmod OPERATOR(pg_catalog.>) 0
+                        THEN a.atttypmod OPERATOR(pg_catalog.-) 4 END,
+      'comment', pg_catalog.col_description(t.oid, a.attnum)) ORDER BY a.attnum),
+      '[]'::pg_catalog.json)
+    FROM pg_catalog.pg_attribute a
+    LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid OPERATOR(pg_catalog.=) a.attrelid
+                                     AND d.adnum OPERATOR(pg_catalog.=) a.attnum
+    WHERE a.attrelid OPERATOR(pg_catalog.=) t.oid AND a.attnum OPERATOR(pg_catalog.>) 0
+      AND NOT a.attisdropped
+      AND pg_catalog.has_column_privilege(t.oid, a.attnum, 'SELECT, INSERT, UPDATE, REFERENCES')),
+  'primaryKey', (
+    SELECT COALESCE(pg_catalog.json_agg(a.attname ORDER BY k.ord), '[]'::pg_catalog.json)
+    FROM pg_catalog.pg_constraint con
+    CROSS JOIN LATERAL pg_catalog.unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) con.conrelid
+                                  AND a.attnum OPERATOR(pg_catalog.=) k.attnum
+    WHERE con.conrelid OPERATOR(pg_catalog.=) t.oid AND con.contype OPERATOR(pg_catalog.=) 'p'),
+  'foreignKeys', (
+    SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_object(
+      'name', con.conname,
+      'columns', (SELECT pg_catalog.json_agg(a.attname ORDER BY k.ord)
+                  FROM pg_catalog.unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
+                  JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) con.conrelid
+                                                AND a.attnum OPERATOR(pg_catalog.=) k.attnum),
+      'references', pg_catalog.json_build_object(
+        'schema', rn.nspname,
+        'table', rc.relname,
+        'columns', (SELECT pg_catalog.json_agg(a.attname ORDER BY k.ord)
+                    FROM pg_catalog.unnest(con.confkey) WITH ORDINALITY AS k(attnum, ord)
+                    JOIN pg_catalog.pg_attribute a
+                      ON a.attrelid OPERATOR(pg_catalog.=) con.confrelid
+                     AND a.attnum OPERATOR(pg_catalog.=) k.attnum))
+    ) ORDER BY con.conname), '[]'::pg_catalog.json)
+    FROM pg_catalog.pg_constraint con
+    JOIN pg_catalog.pg_class rc ON rc.oid OPERATOR(pg_catalog.=) con.confrelid
+    JOIN pg_catalog.pg_namespace rn ON rn.oid OPERATOR(pg_catalog.=) rc.relnamespace
+    WHERE con.conrelid OPERATOR(pg_catalog.=) t.oid AND con.contype OPERATOR(pg_catalog.=) 'f'),
+  'indexes', (
+    SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_object(
+      'name', ic.relname, 'definition', pg_catalog.pg_get_indexdef(i.indexrelid),
+      'unique', i.indisunique
+    ) ORDER BY ic.relname), '[]'::pg_catalog.json)
+    FROM pg_catalog.pg_index i
+    JOIN pg_catalog.pg_class ic ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid
+    WHERE i.indrelid OPERATOR(pg_catalog.=) t.oid),
+  'checkConstraints', (
+    SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_object(
+      'name', con.conname, 'definition', pg_catalog.pg_get_constraintdef(con.oid))
+      ORDER BY con.conname), '[]'::pg_catalog.json)
+    FROM pg_catalog.pg_constraint con
+    WHERE con.conrelid OPERATOR(pg_catalog.=) t.oid AND con.contype OPERATOR(pg_catalog.=) 'c')
+)::pg_catalog.text
+FROM t";
+
+/// Every statement above, for the qualification test.
+#[cfg(test)]
+const ALL: &[&str] = &[
+    BEGIN_READ,
+    BEGIN_WRITE,
+    SET_ROLE,
+    ROLLBACK,
+    COMMIT,
+    DISCARD_ALL,
+    GUARD,
+    IDENTITY,
+    PROFILE_16,
+    PROFILE_15,
+    HEALTH,
+    TYPE_LOOKUP,
+    SCHEMA,
+    TABLE_DETAILS,
+];
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// Names in a `[{"node": {"String": {"sval": …}}}]` list.
+    fn names(list: &Value) -> Vec<String> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item.pointer("/node/String/sval").and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Every place in a parse tree where the server looks a name up along
+    /// the search path, as (what, name).
+    fn unqualified(value: &Value, ctes: &[String], found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    match key.as_str() {
+                        "FuncCall" | "funccall" => {
+                            let name = names(&child["funcname"]);
+                            if name.first().map(String::as_str) != Some("pg_catalog") {
+                                found.push(format!("function {name:?}"));
+                            }
+                        }
+                        "TypeName" | "type_name" => {
+                            let name = names(&child["names"]);
+                            if name.first().map(String::as_str) != Some("pg_catalog") {
+                                found.push(format!("type {name:?}"));
+                            }
+                        }
+                        "AExpr" => {
+                            let kind = child["kind"].as_u64().unwrap_or(0);
+                            let name = names(&child["name"]);
+                            // 1 OP, 2 OP_ANY, 3 OP_ALL may be qualified;
+                            // other kinds (IN, LIKE, DISTINCT…) cannot be.
+                            if !(1..=3).contains(&kind)
+                                || name.first().map(String::as_str) != Some("pg_catalog")
+                            {
+                                found.push(format!("operator {name:?} (kind {kind})"));
+                            }
+                        }
+                        "SubLink" => {
+                            let name = names(&child["oper_name"]);
+                            if !name.is_empty()
+                                && name.first().map(String::as_str) != Some("pg_catalog")
+                            {
+                                found.push(format!("subquery operator {name:?}"));
+                            }
+                        }
+                        "CaseExpr" if !child["arg"].is_null() => {
+                            found.push("CASE x WHEN (an unqualified =)".to_owned());
+                        }
+                        "RangeVar" => {
+                            let schema = child["schemaname"].as_str().unwrap_or("");
+                            let name = child["relname"].as_str().unwrap_or("").to_owned();
+                            if schema != "pg_catalog" && !ctes.contains(&name) {
+                                found.push(format!("relation {name}"));
+                            }
+                        }
+                        _ => {}
+                    }
+                    unqualified(child, ctes, found);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| unqualified(i, ctes, found)),
+            _ => {}
+        }
+    }
+
+    fn cte_names(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    if key == "CommonTableExpr" {
+                        if let Some(name) = child["ctename"].as_str() {
+                            out.push(name.to_owned());
+                        }
+                    }
+                    cte_names(child, out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| cte_names(i, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn our_statements_name_everything_with_its_schema() {
+        for sql in super::ALL {
+            let parsed = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT)
+                .unwrap_or_else(|err| panic!("{err}: {sql}"));
+            let tree = serde_json::to_value(&parsed.protobuf.stmts).unwrap();
+            let mut ctes = Vec::new();
+            cte_names(&tree, &mut ctes);
+            let mut found = Vec::new();
+            unqualified(&tree, &ctes, &mut found);
+            assert!(found.is_empty(), "unqualified names {found:?} in:\n{sql}");
+        }
+        // The check itself finds what it must.
+        for bad in [
+            "SELECT count(*)",
+            "SELECT 1::text",
+            "SELECT 1 = 1",
+            "SELECT 1 WHERE 1 IN (1)",
+            "SELECT * FROM pg_class",
+            "SELECT CASE 1 WHEN 1 THEN 1 END",
+        ] {
+            let parsed = pg_query::parse(bad, pg_query::ParserOptions::DEFAULT).unwrap();
+            let tree = serde_json::to_value(&parsed.protobuf.stmts).unwrap();
+            let mut found = Vec::new();
+            unqualified(&tree, &[], &mut found);
+            assert!(!found.is_empty(), "{bad}");
+        }
+    }
+}
