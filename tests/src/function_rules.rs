@@ -64,7 +64,7 @@ impl Verdict {
 
 /// Denied whatever the config says, by name, with the reason category.
 /// (`ts_rewrite` is listed separately: only its query-text form is denied.)
-const NAMED_DENIALS: &[(&str, &[&str])] = &[
+pub const NAMED_DENIALS: &[(&str, &[&str])] = &[
     (
         "query-text",
         &[
@@ -186,7 +186,7 @@ const NAMED_DENIALS: &[(&str, &[&str])] = &[
 ];
 
 /// Denied by name prefix (every current and future function so named).
-const PREFIX_DENIALS: &[(&str, &str)] = &[
+pub const PREFIX_DENIALS: &[(&str, &str)] = &[
     ("lo_", "large-object"),
     ("pg_ls_", "file"),
     ("pg_stat_reset", "stats-reset"),
@@ -204,7 +204,7 @@ const PREFIX_DENIALS: &[(&str, &str)] = &[
 
 /// Volatile functions reviewed and found safe for any caller: their side
 /// effects stay inside the caller's transaction or are none at all.
-const VOLATILE_REVIEWED: &[(&str, &str)] = &[
+pub const VOLATILE_REVIEWED: &[(&str, &str)] = &[
     ("random", "random"),
     ("random_normal", "random"),
     ("gen_random_uuid", "random"),
