@@ -185,7 +185,7 @@ async fn post_mcp(app: &HttpApp, request: Request<Incoming>) -> HttpResponse {
             .handler
             .call_tool_direct(&call.name, credentials, call.args_json.to_owned())
             .await;
-        let mut response = Response::new(Full::new(direct::encode(&call, &reply)).boxed());
+        let mut response = Response::new(direct::encode(&call, reply).boxed());
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),

@@ -1,8 +1,11 @@
 //! JSON text that is known to be valid, carried without building a tree.
 //!
 //! A plugin's result is parsed once to check it (no allocation per value)
-//! and then copied into the response as it is: encoding rows to JSON is
-//! the plugin's job, and the host must not do it a second time.
+//! and then streamed into the response as it is, from the plugin's own
+//! string: encoding rows to JSON is the plugin's job, and the host must not
+//! do it, or copy it, a second time.
+
+use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -15,35 +18,77 @@ pub fn check_strict(body: &[u8]) -> Result<(), serde_json::Error> {
 
 /// The text of one JSON object, checked.
 #[derive(Debug, Clone)]
-pub struct RawJson(String);
+pub struct RawJson(Text);
+
+/// Where the text lives: a plugin's result stays in the string the plugin
+/// returned (no copy of a result that may be megabytes).
+#[derive(Clone)]
+enum Text {
+    Owned(String),
+    Lent(Arc<dyn AsRef<str> + Send + Sync>),
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            Text::Owned(text) => text.as_str(),
+            Text::Lent(text) => (**text).as_ref(),
+        };
+        write!(f, "{} bytes of JSON", text.len())
+    }
+}
 
 impl RawJson {
     /// Checks that `text` is exactly one JSON object.
+    #[cfg(test)]
     pub fn object(text: String) -> Result<Self, String> {
-        let raw: &RawValue = serde_json::from_str(&text).map_err(|err| err.to_string())?;
-        let trimmed = raw.get();
-        if !trimmed.starts_with('{') {
-            return Err("the result is not a JSON object".to_owned());
+        match checked_object(&text)? {
+            Some(trimmed) => Ok(Self(Text::Owned(trimmed))),
+            None => Ok(Self(Text::Owned(text))),
         }
-        if trimmed.len() == text.len() {
-            Ok(Self(text))
-        } else {
-            Ok(Self(trimmed.to_owned()))
+    }
+
+    /// Checks that `text` is exactly one JSON object, and keeps it where
+    /// it is (a plugin's result string).
+    pub fn lent_object(text: impl AsRef<str> + Send + Sync + 'static) -> Result<Self, String> {
+        match checked_object(text.as_ref())? {
+            Some(trimmed) => Ok(Self(Text::Owned(trimmed))),
+            None => Ok(Self(Text::Lent(Arc::new(text)))),
         }
     }
 
     pub fn from_value(value: &Value) -> Self {
-        Self(value.to_string())
+        Self(Text::Owned(value.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Text::Owned(text) => text,
+            Text::Lent(text) => (**text).as_ref(),
+        }
     }
 
     /// The tree, for callers that need one (the rmcp path).
     pub fn to_value(&self) -> Value {
-        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+        serde_json::from_str(self.as_str()).unwrap_or(Value::Null)
     }
+}
+
+impl AsRef<[u8]> for RawJson {
+    fn as_ref(&self) -> &[u8] {
+        self.as_str().as_bytes()
+    }
+}
+
+/// Checks that `text` is one JSON object; `Some` holds it without the
+/// white space around it when there was some.
+fn checked_object(text: &str) -> Result<Option<String>, String> {
+    let raw: &RawValue = serde_json::from_str(text).map_err(|err| err.to_string())?;
+    let trimmed = raw.get();
+    if !trimmed.starts_with('{') {
+        return Err("the result is not a JSON object".to_owned());
+    }
+    Ok((trimmed.len() != text.len()).then(|| trimmed.to_owned()))
 }
 
 #[cfg(test)]

@@ -206,6 +206,39 @@ impl Host {
         (status, challenge, response.text().unwrap_or_default())
     }
 
+    /// POSTs a `tools/call` in the 2026-07-28 form (`_meta` with the
+    /// protocol version and capabilities, `Mcp-Method`/`Mcp-Name` headers),
+    /// with `extra_meta` merged into `_meta`: (status, body).
+    pub fn post_modern_call(&self, id: Value, params: &Value, extra_meta: Value) -> (u16, String) {
+        let mut params = params.clone();
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}
+        });
+        if let (Some(meta), Value::Object(extra)) = (params["_meta"].as_object_mut(), extra_meta) {
+            meta.extend(extra);
+        }
+        let name = params["name"].as_str().unwrap_or_default().to_owned();
+        let mut request = self
+            .client
+            .post(self.mcp_url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", name)
+            .body(
+                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
+                    .to_string(),
+            );
+        if let Some(token) = &self.bearer {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = request.send().expect("POST /mcp");
+        let status = response.status().as_u16();
+        (status, response.text().unwrap_or_default())
+    }
+
     /// One JSON-RPC request; returns the whole response object.
     pub fn rpc(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;

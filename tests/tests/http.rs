@@ -152,14 +152,19 @@ fn health_ready_discover_and_unknown_paths() {
 }
 
 /// The direct tools/call path (host/src/mcp/direct.rs) and rmcp's answer
-/// the same call with the same bytes. A `_meta` progress token sends the
-/// second copy of each call through rmcp.
+/// the same call with the same bytes, in both protocol forms and with a
+/// progress token. An unknown `_meta` key sends the second copy of each
+/// call through rmcp.
 #[test]
 fn direct_tools_call_answers_exactly_like_rmcp() {
     let (host, _plugins) = echo_host(json!({}));
+    // Long enough to be escaped in several pieces, with characters that
+    // need escaping at the seams.
+    let long: String = "é\"\\\n😀 ab\u{1}".repeat(20_000);
     let calls = [
         json!({"name": "echo1-echo", "arguments": {"message": "plain"}}),
         json!({"name": "echo2-echo", "arguments": {"message": "quotes \" slash \\ nl \n é 😀 \u{1}"}}),
+        json!({"name": "echo1-echo", "arguments": {"message": long}}),
         json!({"name": "echo1-echo", "arguments": {}}),
         json!({"name": "echo1-echo"}),
         json!({"name": "no-such-tool", "arguments": {}}),
@@ -177,16 +182,34 @@ fn direct_tools_call_answers_exactly_like_rmcp() {
         out.push_str(rest);
         out
     };
+    let to_rmcp = json!({"x-test/route": "rmcp"});
     for (i, params) in calls.iter().enumerate() {
+        // Legacy form: plain, with a progress token, and through rmcp.
         let direct = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": params});
+        let mut with_token = direct.clone();
+        with_token["params"]["_meta"] = json!({"progressToken": format!("p{i}")});
         let mut via_rmcp = direct.clone();
-        via_rmcp["params"]["_meta"] = json!({"progressToken": format!("p{i}")});
+        via_rmcp["params"]["_meta"] = to_rmcp.clone();
         let (status_direct, body_direct) = host.post_raw(direct.to_string());
+        let (status_token, body_token) = host.post_raw(with_token.to_string());
         let (status_rmcp, body_rmcp) = host.post_raw(via_rmcp.to_string());
         assert_eq!(status_direct, status_rmcp, "{params}");
+        assert_eq!(status_token, status_rmcp, "{params}");
         assert_eq!(normalize(&body_direct), normalize(&body_rmcp), "{params}");
+        assert_eq!(normalize(&body_token), normalize(&body_rmcp), "{params}");
         let parsed: Value = serde_json::from_str(&body_direct).unwrap();
         assert_eq!(parsed["id"], i, "{body_direct}");
+        // 2026-07-28 form.
+        let (status_direct, body_direct) = host.post_modern_call(json!(i), params, json!({}));
+        let (status_rmcp, body_rmcp) = host.post_modern_call(json!(i), params, to_rmcp.clone());
+        assert_eq!(status_direct, status_rmcp, "{params}");
+        assert_eq!(normalize(&body_direct), normalize(&body_rmcp), "{params}");
+        if params["name"] != "no-such-tool" {
+            assert!(
+                body_direct.contains("\"resultType\":\"complete\""),
+                "{body_direct}"
+            );
+        }
     }
     // A string id comes back as the same string.
     let (_, body) = host.post_raw(
@@ -197,6 +220,23 @@ fn direct_tools_call_answers_exactly_like_rmcp() {
     let parsed: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(parsed["id"], "a\"b");
     assert_eq!(parsed["result"]["structuredContent"]["message"], "x");
+
+    // Plain calls of both forms take the direct path, which streams any
+    // result; the rmcp path holds results as trees and caps them.
+    let big = json!({"name": "echo1-echo", "arguments": {"message": "x".repeat(2_300_000)}});
+    let (_, direct) = host.post_modern_call(json!(1), &big, json!({}));
+    let direct: Value = serde_json::from_str(&direct).unwrap();
+    assert_eq!(direct["result"]["isError"], false);
+    let (_, via_rmcp) = host.post_modern_call(json!(1), &big, to_rmcp);
+    let via_rmcp: Value = serde_json::from_str(&via_rmcp).unwrap();
+    assert!(
+        via_rmcp["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("RESULT_TOO_LARGE"),
+        "{}",
+        &via_rmcp.to_string()[..300]
+    );
 }
 
 /// Bodies that are not valid JSON-RPC for a tool call get the same JSON-RPC

@@ -1,34 +1,49 @@
-//! The direct path for the one request that is hot: a plain, stateless
+//! The direct path for the one request that is hot: a stateless
 //! `tools/call`.
 //!
 //! rmcp serves each stateless request by building a whole service for it: a
 //! spawned task, channels, cancellation tokens, the typed message parsed and
 //! the result encoded through `serde_json::Value` twice. On a 2-core machine
 //! those task hand-offs and allocations cost more than the database round
-//! trip (see docs/benchmarks.md). So a request that is *only* a tools/call,
-//! that rmcp would accept and answer as one JSON response, is answered here
-//! through the same [`super::McpState::call_tool`] rmcp's handler uses, with
-//! the plugin's JSON copied through untouched.
+//! trip (see docs/benchmarks.md), and a result held as a tree of values
+//! takes several times its size in memory. So a request that is *only* a
+//! tools/call, that rmcp would accept and answer as one JSON response, is
+//! answered here through the same call core rmcp's handler uses, with the
+//! plugin's JSON streamed into the response from the plugin's own buffer
+//! ([`ResultBody`]): a result costs its size once.
+//!
+//! Both protocol forms are taken: the legacy one (no protocol header, or a
+//! version before 2026-07-28; `_meta` may carry only a progress token, for
+//! which rmcp sends nothing either) and 2026-07-28 (`_meta` carries the
+//! protocol version and client capabilities, and exactly one `Mcp-Method:
+//! tools/call` and one plain `Mcp-Name` header agree with the body).
 //!
 //! The rule that keeps the two paths the same: [`recognize`] returns `None`
 //! (hand the request to rmcp) for anything it is not sure rmcp would treat as
-//! a plain tools/call: a batch, a notification, unknown keys, `_meta`
-//! (progress tokens, per-request protocol versions), protocol version
-//! 2026-07-28 and later, `Mcp-*` routing headers, an `Origin` header, a
-//! `Host` outside the allow-list, or Accept/Content-Type values rmcp would
-//! refuse. rmcp then answers, including every error. A test sends the same
-//! calls both ways and compares the responses byte for byte.
+//! a plain tools/call: a batch, a notification, unknown keys (in the message,
+//! its params or `_meta`), other protocol versions, `Mcp-Param-*` or other
+//! routing headers, a Base64-encoded `Mcp-Name`, an `Origin` header, a `Host`
+//! outside the allow-list, or Accept/Content-Type values rmcp would refuse.
+//! rmcp then answers, including every error. A test sends the same calls
+//! both ways and compares the responses byte for byte.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header;
+use hyper::body::{Body, Frame, SizeHint};
 use rmcp::model::ProtocolVersion;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::ToolCallReply;
+use crate::json::RawJson;
 
 /// A `tools/call` the direct path will answer.
 pub struct DirectCall<'a> {
@@ -36,6 +51,8 @@ pub struct DirectCall<'a> {
     pub name: Cow<'a, str>,
     /// The arguments object as the client sent it (`{}` when absent).
     pub args_json: &'a str,
+    /// Protocol 2026-07-28: the result says `"resultType":"complete"`.
+    modern: bool,
 }
 
 #[derive(Deserialize)]
@@ -55,7 +72,26 @@ struct Params<'a> {
     name: Cow<'a, str>,
     #[serde(borrow, default)]
     arguments: Option<&'a RawValue>,
+    #[serde(rename = "_meta", borrow, default)]
+    meta: Option<Meta<'a>>,
 }
+
+/// The request metadata the direct path understands; any other key sends
+/// the request to rmcp.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Meta<'a> {
+    #[serde(rename = "progressToken", default)]
+    progress_token: Option<Value>,
+    #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow, default)]
+    protocol_version: Option<Cow<'a, str>>,
+    #[serde(rename = "io.modelcontextprotocol/clientCapabilities", borrow, default)]
+    client_capabilities: Option<&'a RawValue>,
+}
+
+/// The 2026-07-28 protocol version, whose requests carry their version,
+/// capabilities and routing headers.
+const MODERN: &str = "2026-07-28";
 
 /// The Host allow-list, parsed once, with rmcp's matching rule: same host
 /// (case-insensitive, brackets stripped), and same port when one is listed.
@@ -106,7 +142,21 @@ fn essence(media_type: &str) -> &str {
     media_type.split(';').next().unwrap_or("").trim()
 }
 
-fn headers_are_plain(headers: &http::HeaderMap, hosts: &HostAllowList) -> bool {
+/// Which protocol form the headers are in, if the direct path takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Legacy,
+    Modern,
+}
+
+/// The one value of header `name`, if there is exactly one and it is text.
+fn single_header<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?.to_str().ok()?;
+    values.next().is_none().then_some(first)
+}
+
+fn plain_form(headers: &http::HeaderMap, hosts: &HostAllowList) -> Option<Form> {
     let accepts = |wanted: &str| {
         headers
             .get_all(header::ACCEPT)
@@ -119,26 +169,37 @@ fn headers_are_plain(headers: &http::HeaderMap, hosts: &HostAllowList) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| essence(value).eq_ignore_ascii_case("application/json"));
-    let legacy_version = match headers.get("mcp-protocol-version") {
-        None => true,
-        Some(value) => value.to_str().is_ok_and(|version| {
-            version < ProtocolVersion::V_2026_07_28.as_str()
-                && ProtocolVersion::KNOWN_VERSIONS
-                    .iter()
-                    .any(|known| known.as_str() == version)
-        }),
+    let form = match headers.get_all("mcp-protocol-version").iter().count() {
+        0 => Form::Legacy,
+        1 => match single_header(headers, "mcp-protocol-version")? {
+            MODERN => Form::Modern,
+            version
+                if version < MODERN
+                    && ProtocolVersion::KNOWN_VERSIONS
+                        .iter()
+                        .any(|known| known.as_str() == version) =>
+            {
+                Form::Legacy
+            }
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let allowed_routing: &[&str] = match form {
+        Form::Legacy => &["mcp-protocol-version"],
+        Form::Modern => &["mcp-protocol-version", "mcp-method", "mcp-name"],
     };
     let routing_headers = headers.keys().any(|name| {
         let name = name.as_str();
-        name.starts_with("mcp-") && name != "mcp-protocol-version"
+        name.starts_with("mcp-") && !allowed_routing.contains(&name)
     });
-    accepts("application/json")
+    let plain = accepts("application/json")
         && accepts("text/event-stream")
         && json_body
-        && legacy_version
         && !routing_headers
         && !headers.contains_key(header::ORIGIN)
-        && hosts.admits(headers)
+        && hosts.admits(headers);
+    plain.then_some(form)
 }
 
 /// The call in `body`, when the direct path may answer it.
@@ -160,10 +221,36 @@ pub fn recognize<'a>(
         return None;
     }
     let id_ok = envelope.id.is_string() || envelope.id.as_i64().is_some();
-    if !id_ok || !headers_are_plain(headers, hosts) {
+    if !id_ok {
         return None;
     }
+    let form = plain_form(headers, hosts)?;
     let params: Params<'a> = serde_json::from_str(envelope.params.get()).ok()?;
+    let meta_ok = match (&params.meta, form) {
+        (None, Form::Legacy) => true,
+        (Some(meta), Form::Legacy) => {
+            meta.protocol_version.is_none() && meta.client_capabilities.is_none()
+        }
+        (Some(meta), Form::Modern) => {
+            meta.protocol_version.as_deref() == Some(MODERN)
+                && meta
+                    .client_capabilities
+                    .is_some_and(|caps| caps.get().starts_with('{'))
+                && single_header(headers, "mcp-method") == Some("tools/call")
+                && single_header(headers, "mcp-name").is_some_and(|name| {
+                    !name.starts_with("=?base64?") && name == params.name.as_ref()
+                })
+        }
+        (None, Form::Modern) => false,
+    };
+    let token_ok = params
+        .meta
+        .as_ref()
+        .and_then(|meta| meta.progress_token.as_ref())
+        .is_none_or(|token| token.is_string() || token.as_i64().is_some());
+    if !meta_ok || !token_ok {
+        return None;
+    }
     let args_json = match params.arguments {
         None => "{}",
         Some(raw) if raw.get().starts_with('{') => raw.get(),
@@ -173,43 +260,208 @@ pub fn recognize<'a>(
         id: envelope.id,
         name: params.name,
         args_json,
+        modern: form == Form::Modern,
     })
+}
+
+/// What a JSON string needs escaped, as serde_json escapes it (the
+/// responses must be byte for byte rmcp's): `"`, `\\`, and control
+/// characters (`\\b \\t \\n \\f \\r`, the rest as `\\u00xx`).
+fn escape_of(byte: u8) -> Option<&'static [u8]> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    static UNICODE: [[u8; 6]; 32] = {
+        let mut table = [[0u8; 6]; 32];
+        let mut i = 0;
+        while i < 32 {
+            table[i] = [b'\\', b'u', b'0', b'0', HEX[i >> 4], HEX[i & 0xf]];
+            i += 1;
+        }
+        table
+    };
+    Some(match byte {
+        b'"' => b"\\\"",
+        b'\\' => b"\\\\",
+        0x08 => b"\\b",
+        0x09 => b"\\t",
+        0x0a => b"\\n",
+        0x0c => b"\\f",
+        0x0d => b"\\r",
+        0x00..=0x1f => &UNICODE[byte as usize],
+        _ => return None,
+    })
+}
+
+/// Appends the contents of a JSON string for `text` (without quotes).
+fn escape_into(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (index, &byte) in bytes.iter().enumerate() {
+        if let Some(escaped) = escape_of(byte) {
+            out.extend_from_slice(&bytes[start..index]);
+            out.extend_from_slice(escaped);
+            start = index + 1;
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// The length [`escape_into`] writes for `text`.
+fn escaped_len(text: &str) -> usize {
+    text.bytes()
+        .map(|byte| escape_of(byte).map_or(1, <[u8]>::len))
+        .sum()
 }
 
 /// Appends `text` as a JSON string.
 fn push_json_string(out: &mut Vec<u8>, text: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
+    out.push(b'"');
+    escape_into(out, text);
+    out.push(b'"');
+}
+
+/// How much of a result is escaped at a time into the response.
+const ESCAPE_CHUNK: usize = 64 * 1024;
+
+/// A piece of a response body.
+enum Part {
+    Ready(Bytes),
+    /// The result as the text of a JSON string, escaped piece by piece.
+    Escaped {
+        raw: Arc<RawJson>,
+        at: usize,
+    },
+}
+
+/// A tool call's response body: the result appears twice (as the text
+/// content, escaped, and as the structured content, as is), and neither
+/// copy is built whole: the escaped one is made in small pieces as the
+/// connection takes them, the other is the plugin's own buffer.
+pub struct ResultBody {
+    parts: VecDeque<Part>,
+    remaining: u64,
+}
+
+/// A shared result as the bytes of a body frame (no copy).
+struct SharedRaw(Arc<RawJson>);
+
+impl AsRef<[u8]> for SharedRaw {
+    fn as_ref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
+impl ResultBody {
+    fn new(parts: Vec<Part>) -> Self {
+        let remaining = parts
+            .iter()
+            .map(|part| match part {
+                Part::Ready(bytes) => bytes.len(),
+                Part::Escaped { raw, .. } => escaped_len(raw.as_str()),
+            })
+            .sum::<usize>() as u64;
+        Self {
+            parts: parts.into(),
+            remaining,
+        }
+    }
+
+    fn whole(bytes: Vec<u8>) -> Self {
+        Self::new(vec![Part::Ready(Bytes::from(bytes))])
+    }
+}
+
+impl Body for ResultBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(part) = this.parts.front_mut() else {
+                return Poll::Ready(None);
+            };
+            let chunk = match part {
+                Part::Ready(bytes) => {
+                    let bytes = std::mem::take(bytes);
+                    this.parts.pop_front();
+                    bytes
+                }
+                Part::Escaped { raw, at } => {
+                    let text = raw.as_str();
+                    if *at >= text.len() {
+                        this.parts.pop_front();
+                        continue;
+                    }
+                    let mut end = (*at + ESCAPE_CHUNK).min(text.len());
+                    while !text.is_char_boundary(end) {
+                        end += 1;
+                    }
+                    let mut out = Vec::with_capacity(end - *at + 64);
+                    escape_into(&mut out, &text[*at..end]);
+                    *at = end;
+                    Bytes::from(out)
+                }
+            };
+            if chunk.is_empty() {
+                continue;
+            }
+            this.remaining = this.remaining.saturating_sub(chunk.len() as u64);
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
 }
 
 /// The JSON-RPC response body rmcp would send for `reply`.
-pub fn encode(call: &DirectCall<'_>, reply: &ToolCallReply) -> Bytes {
-    let mut out = Vec::with_capacity(match reply {
-        ToolCallReply::Completed(Ok(raw)) => raw.as_str().len() * 2 + 128,
-        _ => 256,
-    });
-    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-    let _ = serde_json::to_writer(&mut out, &call.id);
+pub fn encode(call: &DirectCall<'_>, reply: ToolCallReply) -> ResultBody {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    let _ = serde_json::to_writer(&mut head, &call.id);
+    let result_start: &[u8] = if call.modern {
+        b",\"result\":{\"resultType\":\"complete\","
+    } else {
+        b",\"result\":{"
+    };
     match reply {
         ToolCallReply::UnknownTool => {
-            out.extend_from_slice(b",\"error\":{\"code\":-32602,\"message\":");
-            push_json_string(&mut out, &format!("Unknown tool: {}", call.name));
-            out.extend_from_slice(b"}}");
+            head.extend_from_slice(b",\"error\":{\"code\":-32602,\"message\":");
+            push_json_string(&mut head, &format!("Unknown tool: {}", call.name));
+            head.extend_from_slice(b"}}");
+            ResultBody::whole(head)
         }
         ToolCallReply::Completed(Ok(raw)) => {
-            out.extend_from_slice(b",\"result\":{\"content\":[{\"type\":\"text\",\"text\":");
-            push_json_string(&mut out, raw.as_str());
-            out.extend_from_slice(b"}],\"structuredContent\":");
-            out.extend_from_slice(raw.as_str().as_bytes());
-            out.extend_from_slice(b",\"isError\":false}}");
+            head.extend_from_slice(result_start);
+            head.extend_from_slice(b"\"content\":[{\"type\":\"text\",\"text\":\"");
+            let raw = Arc::new(raw);
+            ResultBody::new(vec![
+                Part::Ready(Bytes::from(head)),
+                Part::Escaped {
+                    raw: raw.clone(),
+                    at: 0,
+                },
+                Part::Ready(Bytes::from_static(b"\"}],\"structuredContent\":")),
+                Part::Ready(Bytes::from_owner(SharedRaw(raw))),
+                Part::Ready(Bytes::from_static(b",\"isError\":false}}")),
+            ])
         }
         ToolCallReply::Completed(Err(error)) => {
-            out.extend_from_slice(b",\"result\":{\"content\":[{\"type\":\"text\",\"text\":");
-            push_json_string(&mut out, &error.to_json());
-            out.extend_from_slice(b"}],\"isError\":true}}");
+            head.extend_from_slice(result_start);
+            head.extend_from_slice(b"\"content\":[{\"type\":\"text\",\"text\":");
+            push_json_string(&mut head, &error.to_json());
+            head.extend_from_slice(b"}],\"isError\":true}}");
+            ResultBody::whole(head)
         }
     }
-    Bytes::from(out)
 }
 
 #[cfg(test)]
@@ -256,7 +508,14 @@ mod tests {
         no(
             &CALL.replace(
                 "\"arguments\"",
-                "\"_meta\":{\"progressToken\":1},\"arguments\"",
+                "\"_meta\":{\"progressToken\":1,\"x/route\":true},\"arguments\"",
+            ),
+            &h,
+        );
+        no(
+            &CALL.replace(
+                "\"arguments\"",
+                "\"_meta\":{\"progressToken\":1.5},\"arguments\"",
             ),
             &h,
         );
@@ -287,6 +546,66 @@ mod tests {
         let mut headers = h.clone();
         headers.insert("mcp-protocol-version", "2025-06-18".parse().unwrap());
         assert!(recognize(&headers, CALL.as_bytes(), &hosts()).is_some());
+        let with_token = CALL.replace(
+            "\"arguments\"",
+            "\"_meta\":{\"progressToken\":\"t\"},\"arguments\"",
+        );
+        assert!(recognize(&headers, with_token.as_bytes(), &hosts()).is_some());
+    }
+
+    #[test]
+    fn takes_the_2026_07_28_form_only_when_headers_and_meta_agree() {
+        let modern_call = CALL.replace(
+            "\"arguments\"",
+            "\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\",\
+             \"io.modelcontextprotocol/clientCapabilities\":{}},\"arguments\"",
+        );
+        let mut headers = plain_headers();
+        headers.insert("mcp-protocol-version", "2026-07-28".parse().unwrap());
+        headers.insert("mcp-method", "tools/call".parse().unwrap());
+        headers.insert("mcp-name", "sql1-delegate".parse().unwrap());
+        let call = recognize(&headers, modern_call.as_bytes(), &hosts()).unwrap();
+        assert!(call.modern);
+        let no = |body: &str, headers: &http::HeaderMap| {
+            assert!(
+                recognize(headers, body.as_bytes(), &hosts()).is_none(),
+                "{body}"
+            );
+        };
+        // No _meta, a _meta for another version, a legacy header.
+        no(CALL, &headers);
+        no(&modern_call.replace("2026-07-28", "2025-06-18"), &headers);
+        let mut legacy = headers.clone();
+        legacy.insert("mcp-protocol-version", "2025-06-18".parse().unwrap());
+        no(&modern_call, &legacy);
+        for (name, value) in [
+            ("mcp-method", "tools/list"),
+            ("mcp-name", "sql2-delegate"),
+            ("mcp-name", "=?base64?c3FsMS1kZWxlZ2F0ZQ==?="),
+            ("mcp-param-sql", "x"),
+        ] {
+            let mut wrong = headers.clone();
+            wrong.insert(http::HeaderName::from_static(name), value.parse().unwrap());
+            no(&modern_call, &wrong);
+        }
+        let mut twice = headers.clone();
+        twice.append("mcp-method", "tools/call".parse().unwrap());
+        no(&modern_call, &twice);
+        let mut missing = headers.clone();
+        missing.remove("mcp-name");
+        no(&modern_call, &missing);
+    }
+
+    #[test]
+    fn escaping_is_serde_jsons() {
+        let every_byte: String = (0u8..=127)
+            .map(char::from)
+            .chain("é😀\u{2028}".chars())
+            .collect();
+        let mut ours = Vec::new();
+        push_json_string(&mut ours, &every_byte);
+        assert_eq!(ours, serde_json::to_vec(&every_byte).unwrap());
+        assert_eq!(escaped_len(&every_byte) + 2, ours.len());
     }
 
     #[test]

@@ -33,6 +33,12 @@ pub struct EndpointSettings {
 }
 
 pub mod direct;
+
+/// The largest result the rmcp path returns: it holds a result as a tree
+/// of values (several times its size) and encodes it twice. Plain calls in
+/// either protocol form take the direct path, which streams any result up
+/// to the module's `maxResultBytes`.
+const RMCP_PATH_MAX_RESULT: usize = 2 * 1024 * 1024;
 pub mod envelope;
 
 pub type McpService = StreamableHttpService<McpHandler, NeverSessionManager>;
@@ -432,6 +438,19 @@ impl ServerHandler for McpHandler {
                 format!("Unknown tool: {name}"),
                 None,
             )),
+            ToolCallReply::Completed(Ok(raw)) if raw.as_str().len() > RMCP_PATH_MAX_RESULT => {
+                Ok(error_result(&ToolError::new(
+                    codes::RESULT_TOO_LARGE,
+                    format!(
+                        "this request's form (for example an Origin header, Mcp-Param-* \
+                         headers or unknown _meta keys) is served by the general MCP path, \
+                         which holds results as trees, so it returns at most {RMCP_PATH_MAX_RESULT} \
+                         bytes; this result has {}",
+                        raw.as_str().len()
+                    ),
+                ))
+                .into())
+            }
             ToolCallReply::Completed(Ok(raw)) => {
                 Ok(CallToolResult::structured(raw.to_value()).into())
             }

@@ -3,12 +3,21 @@
 //! All methods block (plugins do synchronous I/O): call them from
 //! `tokio::task::spawn_blocking`, never on a runtime thread.
 
-use abi_stable::std_types::RResult;
+use abi_stable::std_types::{RResult, RString};
 use mcp_delegate_plugin_api::{
     codes, CallContext, HealthReport, PluginInstanceBox, ToolError, ToolSpec,
 };
 
 use crate::json::RawJson;
+
+/// A plugin's result string, lent to [`RawJson`] without a copy.
+struct PluginText(RString);
+
+impl AsRef<str> for PluginText {
+    fn as_ref(&self) -> &str {
+        self.0.as_str()
+    }
+}
 
 pub struct ModuleHandle {
     /// The config entry's name (`postgresql1`).
@@ -45,7 +54,7 @@ impl ModuleHandle {
             self.instance
                 .call(tool.into(), context_json.as_str().into(), args_json.into());
         match outcome {
-            RResult::ROk(text) => RawJson::object(text.into_string()).map_err(|err| {
+            RResult::ROk(text) => RawJson::lent_object(PluginText(text)).map_err(|err| {
                 ToolError::new(
                     codes::PLUGIN_PROTOCOL_ERROR,
                     format!(
