@@ -155,6 +155,8 @@ struct State {
     /// `basic` or `post`, per exchange, in order.
     client_auth_methods: Vec<String>,
     jwks_fetches: u32,
+    /// Serve an empty key set (an IdP in trouble).
+    withhold_keys: bool,
     rogue: SigningKey,
 }
 
@@ -189,6 +191,7 @@ impl TestIdp {
             exchanges: HashMap::new(),
             client_auth_methods: Vec::new(),
             jwks_fetches: 0,
+            withhold_keys: false,
             rogue: SigningKey::generate("rsa-1", Algorithm::RS256),
         }));
         let thread = {
@@ -262,6 +265,16 @@ impl TestIdp {
 
     pub fn jwks_fetches(&self) -> u32 {
         self.state().jwks_fetches
+    }
+
+    /// Serves an empty key set at `/jwks` while `withhold` is set.
+    pub fn withhold_keys(&self, withhold: bool) {
+        self.state().withhold_keys = withhold;
+    }
+
+    /// A JWKS address that serves the real keys padded past any sane size.
+    pub fn padded_jwks_uri(&self) -> String {
+        format!("{}/jwks-padded", self.issuer)
     }
 
     /// Standard claims for a requestor token: issuer, audience, subject,
@@ -342,15 +355,22 @@ fn handle(mut request: tiny_http::Request, state: &Mutex<State>, issuer: &str) {
                 "id_token_signing_alg_values_supported": ["RS256", "ES256"]
             }),
         ),
-        (tiny_http::Method::Get, "/jwks") => {
+        (tiny_http::Method::Get, "/jwks" | "/jwks-padded") => {
             let set = {
                 let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
                 state.jwks_fetches += 1;
-                JwkSet {
-                    keys: state.keys.iter().map(|key| key.jwk.clone()).collect(),
-                }
+                let keys = if state.withhold_keys {
+                    Vec::new()
+                } else {
+                    state.keys.iter().map(|key| key.jwk.clone()).collect()
+                };
+                JwkSet { keys }
             };
-            respond(request, 200, &serde_json::to_value(set).unwrap_or_default());
+            let mut body = serde_json::to_value(set).unwrap_or_default();
+            if url == "/jwks-padded" {
+                body["padding"] = json!("x".repeat(300 * 1024));
+            }
+            respond(request, 200, &body);
         }
         (tiny_http::Method::Post, "/token") => {
             let mut body = String::new();

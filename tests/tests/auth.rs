@@ -330,3 +330,88 @@ fn configs_without_auth_or_with_auth_off_on_a_public_address_are_refused() {
         "{stderr}"
     );
 }
+
+/// A verified token is cached, but never past its age limit: with
+/// `maxTokenAge`, a token issued long enough ago stops working even though
+/// its `exp` is far away and its verification is cached.
+#[test]
+fn a_cached_token_expires_at_its_age_limit() {
+    let idp = TestIdp::start();
+    let mut config = requestor_idp(&idp);
+    config["security"] = json!({"clockTolerance": 0, "maxTokenAge": 4});
+    let plugins = plugin_dir(&[plugin_library("mcp_delegate_echo")]);
+    let mut host = Host::start(
+        &json!({"auth": {"trustedIDPs": [config]}, "delegation": {"modules": {"echo1": {}}}}),
+        plugins.path(),
+    );
+    let token = user_token(
+        &idp,
+        "alice",
+        &["mcp-user"],
+        json!({"iat": now() - 1, "exp": now() + 3600}),
+    );
+    host.bearer = Some(token.clone());
+    let (status, _, _) = host.post_with_token(Some(&token), LIST);
+    assert_eq!(status, 200);
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    let (status, _, body) = host.post_with_token(Some(&token), LIST);
+    assert_eq!(
+        status, 401,
+        "a token past maxTokenAge was served from the cache: {body}"
+    );
+}
+
+/// While the IdP serves no keys, tokens naming unknown keys do not make
+/// the server fetch the key set once per request.
+#[test]
+fn an_empty_key_set_is_refetched_at_most_once_per_cool_down() {
+    let idp = TestIdp::start();
+    idp.withhold_keys(true);
+    let (host, _plugins) = start(&idp, json!({}));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = idp.jwks_fetches();
+    let started = std::time::Instant::now();
+    for i in 0..60 {
+        let key = idp.key().with_kid(&format!("unknown-{i}"));
+        let token = key.sign(&idp.claims("mallory", AUDIENCE, json!({"azp": CLIENT})));
+        let (status, _, _) = host.post_with_token(Some(&token), LIST);
+        assert_eq!(status, 401);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let fetches = idp.jwks_fetches() - before;
+    // One forced fetch per cool-down (1 s here) at most, plus one at the
+    // edge: before the fix, one fetch per request.
+    let allowed = elapsed.ceil() as u32 + 1;
+    assert!(
+        fetches <= allowed,
+        "{fetches} key-set fetches for 60 requests in {elapsed:.1} s"
+    );
+    // Keys back: a good token works again once the cool-down has passed.
+    idp.withhold_keys(false);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let good = user_token(&idp, "alice", &["mcp-user"], json!({}));
+    assert_eq!(host.post_with_token(Some(&good), LIST).0, 200);
+}
+
+/// A key set larger than the limit is not read: nothing verifies against
+/// it, and the server keeps serving.
+#[test]
+fn an_oversized_key_set_is_refused() {
+    let idp = TestIdp::start();
+    let mut config = requestor_idp(&idp);
+    config["jwksUri"] = json!(idp.padded_jwks_uri());
+    let plugins = plugin_dir(&[plugin_library("mcp_delegate_echo")]);
+    let host = Host::start(
+        &json!({"auth": {"trustedIDPs": [config]}, "delegation": {"modules": {"echo1": {}}}}),
+        plugins.path(),
+    );
+    let token = user_token(&idp, "alice", &["mcp-user"], json!({}));
+    let (status, _, _) = host.post_with_token(Some(&token), LIST);
+    assert_eq!(status, 401);
+    assert!(
+        host.logs().iter().any(|line| line.contains("larger than")),
+        "{:?}",
+        host.logs()
+    );
+    assert_eq!(host.get("/health").0, 200);
+}

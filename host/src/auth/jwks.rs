@@ -18,6 +18,13 @@ pub struct VerifyKey {
 
 type KeyMap = HashMap<String, Arc<VerifyKey>>;
 
+/// Between forced fetches while the key set is empty (at start, or while
+/// the IdP is unreachable): short, so the first requests after a start
+/// succeed, but never a fetch per request, whatever the requests carry.
+const EMPTY_SET_COOLDOWN: Duration = Duration::from_secs(2);
+/// The largest JWKS document read; a key set is a few kilobytes.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+
 pub struct JwksCache {
     uri: String,
     http: reqwest::Client,
@@ -69,8 +76,12 @@ impl JwksCache {
         }
         {
             let mut last = self.last_forced.lock().unwrap_or_else(|p| p.into_inner());
-            let empty = self.snapshot().is_empty();
-            if !empty && last.is_some_and(|at| at.elapsed() < self.cooldown) {
+            let cooldown = if self.snapshot().is_empty() {
+                EMPTY_SET_COOLDOWN.min(self.cooldown)
+            } else {
+                self.cooldown
+            };
+            if last.is_some_and(|at| at.elapsed() < cooldown) {
                 return None;
             }
             *last = Some(Instant::now());
@@ -83,7 +94,7 @@ impl JwksCache {
 
     /// Fetches the key set and replaces the cached one.
     pub async fn fetch(&self) -> Result<usize, String> {
-        let response = self
+        let mut response = self
             .http
             .get(&self.uri)
             .send()
@@ -92,10 +103,26 @@ impl JwksCache {
         if !response.status().is_success() {
             return Err(format!("HTTP {}", response.status()));
         }
-        let set: JwkSet = response
-            .json()
+        let too_large = || format!("the key set is larger than {MAX_JWKS_BYTES} bytes");
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_JWKS_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|err| format!("not a JWK set: {err}"))?;
+            .map_err(|err| format!("reading failed: {err}"))?
+        {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let set: JwkSet =
+            serde_json::from_slice(&body).map_err(|err| format!("not a JWK set: {err}"))?;
         let mut keys = KeyMap::new();
         for jwk in &set.keys {
             let kty = match jwk.algorithm {

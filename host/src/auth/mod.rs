@@ -205,7 +205,15 @@ impl Authenticator {
         } else {
             raw_roles
         };
-        let expires_at = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        // Cached no longer than the token is valid: its `exp`, or its age
+        // limit (`maxTokenAge` after `iat`), whichever comes first.
+        let mut expires_at = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        if let (Some(max_age), Some(iat)) = (
+            idp.config.security.max_token_age,
+            claims.get("iat").and_then(Value::as_u64),
+        ) {
+            expires_at = expires_at.min(iat.saturating_add(max_age));
+        }
         let expires_in =
             Duration::from_secs(expires_at.saturating_sub(jsonwebtoken::get_current_timestamp()));
         let principal = Principal {
