@@ -11,6 +11,22 @@ use serde_json::{json, Value};
 
 use crate::paths;
 
+/// Text that only rows no test identity may read contain (the `vault`
+/// role's rows in `pgfixture::FIXTURE_SQL`). Every response any test
+/// receives through this client is checked for it: a response or error
+/// that carries it means delegation leaked another role's data.
+pub const CANARY: &str = "zq7-vault-canary";
+
+/// Panics when `body` carries [`CANARY`].
+pub fn canary_checked(body: String) -> String {
+    assert!(
+        !body.contains(CANARY),
+        "a response carried another role's rows (the canary): {}",
+        &body[..body.len().min(2000)]
+    );
+    body
+}
+
 pub struct Host {
     child: Child,
     pub base_url: String,
@@ -203,7 +219,11 @@ impl Host {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        (status, challenge, response.text().unwrap_or_default())
+        (
+            status,
+            challenge,
+            canary_checked(response.text().unwrap_or_default()),
+        )
     }
 
     /// POSTs a `tools/call` in the 2026-07-28 form (`_meta` with the
@@ -236,7 +256,7 @@ impl Host {
         }
         let response = request.send().expect("POST /mcp");
         let status = response.status().as_u16();
-        (status, response.text().unwrap_or_default())
+        (status, canary_checked(response.text().unwrap_or_default()))
     }
 
     /// One JSON-RPC request; returns the whole response object.

@@ -9,6 +9,11 @@ use crate::idp::TestIdp;
 use crate::paths::{plugin_dir, plugin_library};
 use crate::pg::{Cluster, PgVersion};
 
+/// The delegation fixture: a NOINHERIT service account that may switch to
+/// every delegated role, among them `vault`, whose rows carry
+/// [`crate::host::CANARY`] and which no test ever delegates to; a table
+/// under row-level security; the extensions that run query text (dblink,
+/// tablefunc, xml2) where the server has them.
 pub const FIXTURE_SQL: &str = r#"
 ALTER ROLE postgres PASSWORD 'superuser-pass';
 CREATE ROLE mcp_service LOGIN NOINHERIT PASSWORD 'service-pass';
@@ -16,7 +21,8 @@ CREATE ROLE reader NOLOGIN;
 CREATE ROLE writer NOLOGIN;
 CREATE ROLE nobody NOLOGIN;
 CREATE ROLE "DOMAIN\odd ""user""" NOLOGIN;
-GRANT reader, writer, nobody, "DOMAIN\odd ""user""" TO mcp_service;
+CREATE ROLE vault NOLOGIN;
+GRANT reader, writer, nobody, "DOMAIN\odd ""user""", vault TO mcp_service;
 CREATE TABLE notes (
     id serial PRIMARY KEY,
     owner text NOT NULL DEFAULT current_user,
@@ -34,7 +40,16 @@ GRANT USAGE ON SEQUENCE notes_id_seq TO writer;
 INSERT INTO notes (owner, body) VALUES
   ('reader', 'reader note 1'), ('reader', 'reader note 2'),
   ('writer', 'writer note'), ('nobody', 'nobody note'),
-  ('DOMAIN\odd "user"', 'odd note');
+  ('DOMAIN\odd "user"', 'odd note'),
+  ('vault', 'zq7-vault-canary note');
+CREATE TABLE vault_data (id int PRIMARY KEY, secret text);
+INSERT INTO vault_data VALUES (1, 'zq7-vault-canary data');
+GRANT SELECT ON vault_data TO vault;
+DO $$ BEGIN
+  IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'dblink') THEN CREATE EXTENSION dblink; END IF;
+  IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'tablefunc') THEN CREATE EXTENSION tablefunc; END IF;
+  IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'xml2') THEN CREATE EXTENSION xml2; END IF;
+END $$;
 CREATE TABLE secrets (id int PRIMARY KEY, value text);
 INSERT INTO secrets VALUES (1, 'top secret');
 CREATE VIEW reader_view WITH (security_invoker = true) AS SELECT id, body FROM notes;

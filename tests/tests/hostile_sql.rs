@@ -1,9 +1,13 @@
-//! Hostile SQL, run as a read-only user: every escape we know of from the
-//! peers we studied, and variants. None may change data, change identity,
-//! or leak another user's rows; each is refused with the expected code (or,
-//! where marked, runs harmlessly).
+//! Hostile SQL, run as a read-only user on PostgreSQL 15 and 18: every
+//! escape we know of from the peers we studied, and variants, and every
+//! function that runs query text (core, dblink, tablefunc, xml2) in every
+//! place a call can hide, silently or through an error message. None may
+//! change data, change identity, or leak another role's rows (the host
+//! client checks every response for the `vault` role's canary); each is
+//! refused with the expected code (or, where marked, runs harmlessly).
 
 use mcp_delegate_tests::host::Host;
+use mcp_delegate_tests::pg::PgVersion;
 use mcp_delegate_tests::pgfixture::Delegated;
 use serde_json::{json, Value};
 
@@ -225,6 +229,64 @@ const CASES: &[(&str, &str)] = &[
     ("SELECT * FROM secrets UNION ALL SELECT 1, 'x'", D),
 ];
 
+/// Every function that runs query text, as a call (core PostgreSQL, then
+/// the dblink, tablefunc and xml2 extensions, which the fixture installs
+/// where the server has them; refused by name wherever they are).
+const EXECUTORS: &[&str] = &[
+    "ts_stat('SELECT to_tsvector(secret) FROM vault_data')",
+    "ts_stat($$SELECT set_config('role','vault',false)::tsvector$$)",
+    "ts_stat('SELECT to_tsvector(secret) FROM vault_data', 'ab')",
+    "pg_catalog.ts_stat('SELECT to_tsvector(secret) FROM vault_data')",
+    "ts_rewrite('a'::tsquery, 'SELECT to_tsquery(secret), ''a''::tsquery FROM vault_data')",
+    "query_to_xml('SELECT * FROM vault_data', true, false, '')",
+    "query_to_xmlschema('SELECT * FROM vault_data', true, false, '')",
+    "query_to_xml_and_xmlschema('SELECT * FROM vault_data', true, false, '')",
+    "cursor_to_xml('c', 10, true, false, '')",
+    "cursor_to_xmlschema('c', true, false, '')",
+    "table_to_xml('vault_data', true, false, '')",
+    "table_to_xmlschema('vault_data', true, false, '')",
+    "table_to_xml_and_xmlschema('vault_data', true, false, '')",
+    "schema_to_xml('public', true, false, '')",
+    "schema_to_xmlschema('public', true, false, '')",
+    "schema_to_xml_and_xmlschema('public', true, false, '')",
+    "database_to_xml(true, false, '')",
+    "database_to_xmlschema(true, false, '')",
+    "database_to_xml_and_xmlschema(true, false, '')",
+    "dblink('dbname=postgres', 'SELECT secret FROM vault_data')",
+    "public.dblink('dbname=postgres', 'SELECT secret FROM vault_data')",
+    "dblink_exec('dbname=postgres', 'SET ROLE vault')",
+    "dblink_connect('c', 'dbname=postgres')",
+    "dblink_send_query('c', 'SELECT secret FROM vault_data')",
+    "dblink_get_result('c')",
+    "crosstab('SELECT secret, secret, secret FROM vault_data')",
+    "crosstab('SELECT secret, secret, secret FROM vault_data', 'SELECT 1')",
+    "crosstab2('SELECT secret, secret, secret FROM vault_data')",
+    "crosstab3('SELECT secret, secret, secret FROM vault_data')",
+    "crosstab4('SELECT secret, secret, secret FROM vault_data')",
+    "connectby('vault_data', 'id', 'id', '1', 0)",
+    "xpath_table('id', 'secret', 'vault_data', '/a', 'true')",
+    "set_config('role', 'vault', false)",
+    "public.set_config('role', 'vault', false)",
+];
+
+/// Every place a call can hide; `{}` is the call.
+const PLACES: &[&str] = &[
+    "SELECT {}",
+    "SELECT * FROM {} AS x",
+    "SELECT 1 FROM notes, LATERAL (SELECT {}) l",
+    "WITH w AS (SELECT {}) SELECT * FROM w",
+    "SELECT 1 WHERE EXISTS (SELECT {})",
+    "SELECT CASE WHEN current_user = 'reader' THEN (SELECT {})::text END",
+    "EXPLAIN ANALYZE SELECT {}",
+    // The error channel: the secret would travel in an error message.
+    "SELECT CAST((SELECT {})::text AS int)",
+    "SELECT 1 / 0 FROM (SELECT {}) e",
+    "VALUES ((SELECT {}))",
+    "SELECT 1 FROM notes ORDER BY (SELECT {})::text",
+    "CREATE VIEW stolen AS SELECT {}",
+    "CREATE TABLE stolen (a text DEFAULT ({})::text)",
+];
+
 /// Markers of rows the reader must never see.
 const FOREIGN: &[&str] = &["writer note", "nobody note", "odd note", "top secret"];
 
@@ -252,34 +314,81 @@ fn digest(db: &Delegated) -> Vec<String> {
     state
 }
 
-#[test]
-fn hostile_sql_as_a_read_only_user_changes_nothing_and_leaks_nothing() {
+fn hostile_sql_changes_nothing_and_leaks_nothing(version: PgVersion) {
     assert!(CASES.len() >= 80, "{} cases", CASES.len());
-    let mut db =
-        Delegated::start(json!({"pool": {"max": 2, "min": 0, "connectionTimeoutMillis": 3000}}));
+    let mut db = Delegated::start_on(
+        version,
+        json!({"pool": {"max": 2, "min": 0, "connectionTimeoutMillis": 3000}}),
+    );
     let reader = db.token("reader", &["sql-read"]);
+    let admin = db.token("reader", &["sql-read", "sql-write", "sql-admin", "admin"]);
     let before = digest(&db);
     let mut mismatches = Vec::new();
-    for (sql, expected) in CASES {
-        let result = db.query_as(&reader, sql, json!([]));
-        let outcome = if result["isError"] == true {
-            Host::tool_error(&result)["error"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        } else {
-            let text = result["structuredContent"].to_string();
-            for marker in FOREIGN {
-                assert!(!text.contains(marker), "{sql:?} leaked {marker}: {text}");
+    let mut tried = 0;
+    let mut check =
+        |db: &mut Delegated, token: &str, sql: &str, expected: &str, reason: Option<&[&str]>| {
+            tried += 1;
+            let result = db.query_as(token, sql, json!([]));
+            let outcome = if result["isError"] == true {
+                let error = Host::tool_error(&result);
+                if let Some(reasons) = reason {
+                    let got = error["reason"].as_str().unwrap_or_default();
+                    if !reasons.contains(&got) {
+                        mismatches.push(format!(
+                            "{sql:?}: reason {got:?}, expected one of {reasons:?}"
+                        ));
+                    }
+                }
+                error["error"].as_str().unwrap_or_default().to_owned()
+            } else {
+                let text = result["structuredContent"].to_string();
+                for marker in FOREIGN {
+                    assert!(!text.contains(marker), "{sql:?} leaked {marker}: {text}");
+                }
+                OK.to_owned()
+            };
+            if outcome != expected {
+                mismatches.push(format!(
+                    "{sql:?}: expected {expected}, got {outcome}: {result}"
+                ));
             }
-            OK.to_owned()
         };
-        if outcome != *expected {
-            mismatches.push(format!(
-                "{sql:?}: expected {expected}, got {outcome}: {result}"
-            ));
-        }
+    for (sql, expected) in CASES {
+        check(&mut db, &reader, sql, expected, None);
     }
+    // Every query-text executor in every place, for a reader and for a
+    // user with every delegated role: refused by name, whatever the class.
+    let executor_reasons: &[&str] = &["query-text", "query-text-or-network", "settings"];
+    for executor in EXECUTORS {
+        for place in PLACES {
+            let sql = place.replace("{}", executor);
+            check(&mut db, &reader, &sql, F, Some(executor_reasons));
+        }
+        let sql = format!(
+            "INSERT INTO notes (owner, body) SELECT 'vault', x::text FROM (SELECT {executor}) s(x)"
+        );
+        check(&mut db, &admin, &sql, F, Some(executor_reasons));
+    }
+    // The statement of the report: another role's rows through ts_stat.
+    check(
+        &mut db,
+        &reader,
+        "SELECT b.word FROM ts_stat($$SELECT set_config('role','vault',false)::tsvector$$) a \
+         CROSS JOIN LATERAL ts_stat('SELECT to_tsvector(''simple'', body) FROM notes WHERE '||(a.ndoc>0)::text) b \
+         CROSS JOIN LATERAL ts_stat('SELECT set_config(''role'',''reader'',false)::tsvector WHERE '||(b.ndoc>0)::text) c",
+        F,
+        Some(&["query-text"]),
+    );
+    // A writer switching inside one branch of a UNION.
+    check(
+        &mut db,
+        &admin,
+        "INSERT INTO notes (owner, body) SELECT owner, body FROM notes \
+         UNION ALL SELECT 'vault', set_config('role', 'vault', false)",
+        F,
+        Some(&["settings"]),
+    );
+    assert!(tried >= 150 + CASES.len(), "{tried} statements tried");
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
     assert_eq!(digest(&db), before, "data, tables or roles changed");
 
@@ -305,6 +414,16 @@ fn hostile_sql_as_a_read_only_user_changes_nothing_and_leaks_nothing() {
         sessions.iter().all(|s| s == "idle:mcp_service"),
         "{sessions:?}"
     );
+}
+
+#[test]
+fn hostile_sql_on_postgresql_15_changes_nothing_and_leaks_nothing() {
+    hostile_sql_changes_nothing_and_leaks_nothing(PgVersion::V15);
+}
+
+#[test]
+fn hostile_sql_on_postgresql_18_changes_nothing_and_leaks_nothing() {
+    hostile_sql_changes_nothing_and_leaks_nothing(PgVersion::V18);
 }
 
 #[test]
