@@ -171,45 +171,59 @@ impl ProfileCheck {
 }
 
 /// The SQL of the hardening profiles for a module whose service account
-/// is `account`, with the delegated roles named (or a placeholder).
+/// is `account`, with the delegated roles named (or a placeholder). It
+/// runs as it is on PostgreSQL 15 and on 16 and later (whose grants carry
+/// an INHERIT and a SET option).
 pub fn setup_sql(module: &str, account: &str, delegated_roles: &[String]) -> String {
-    let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
-    let account_q = quote(account);
-    let roles: Vec<String> = if delegated_roles.is_empty() {
-        vec!["<delegated_role>".to_owned()]
-    } else {
-        delegated_roles.iter().map(|r| quote(r)).collect()
-    };
+    let ident = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    let literal = |text: &str| format!("'{}'", text.replace('\'', "''"));
     let mut out = format!(
         "-- mcp-delegate hardening for module {module} (service account {account}).\n\
          -- Review, then run once as a superuser. mcp-delegate never runs this itself.\n\
          \n\
          -- 1. standard: the service account logs in and switches to delegated roles,\n\
          --    and can do nothing else on its own.\n\
-         ALTER ROLE {account_q} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;\n\
-         -- Each role a user may be delegated to; PostgreSQL 16 and later:\n"
+         ALTER ROLE {} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;\n",
+        ident(account)
     );
-    for role in &roles {
-        out.push_str(&format!(
-            "GRANT {role} TO {account_q} WITH INHERIT FALSE, SET TRUE, ADMIN FALSE;\n"
-        ));
-    }
-    out.push_str("-- PostgreSQL 15 and earlier (NOINHERIT above stops inheritance):\n");
-    for role in &roles {
-        out.push_str(&format!("-- GRANT {role} TO {account_q};\n"));
+    if delegated_roles.is_empty() {
+        out.push_str(
+            "-- For each role users are delegated to (name them with --role):\n\
+             -- PostgreSQL 16+: GRANT <role> TO <account> WITH INHERIT FALSE, SET TRUE, ADMIN FALSE;\n\
+             -- PostgreSQL 15:  GRANT <role> TO <account>;\n",
+        );
+    } else {
+        out.push_str(
+            "-- The roles users are delegated to: SET without INHERIT (PostgreSQL 16+),\n\
+             -- plain membership before (NOINHERIT above stops inheritance).\n\
+             DO $mcpd$ BEGIN\n",
+        );
+        for role in delegated_roles {
+            out.push_str(&format!(
+                "  IF pg_catalog.current_setting('server_version_num')::int >= 160000 THEN\n\
+                 \x20   EXECUTE pg_catalog.format('GRANT %I TO %I WITH INHERIT FALSE, SET TRUE, ADMIN FALSE', {r}, {a});\n\
+                 \x20 ELSE\n\
+                 \x20   EXECUTE pg_catalog.format('GRANT %I TO %I', {r}, {a});\n\
+                 \x20 END IF;\n",
+                r = literal(role),
+                a = literal(account),
+            ));
+        }
+        out.push_str("END $mcpd$;\n");
     }
     out.push_str(&format!(
         "\n\
          -- 2. strict: only the service account may call set_config, so that no\n\
          --    function that runs query text can switch roles inside a statement.\n\
-         --    Other applications of this database that call set_config (or\n\
-         --    SET ... via set_config) need their own GRANT.\n\
+         --    Other applications of this database that call set_config need their\n\
+         --    own GRANT.\n\
          REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC;\n\
-         GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO {account_q};\n\
+         GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO {};\n\
          \n\
          -- The module checks its profile at start and every minute, and shows it\n\
          -- in health-check and /ready (unsafe refuses every call unless the\n\
-         -- module sets \"serviceAccountCheck\": \"warn\").\n"
+         -- module sets \"serviceAccountCheck\": \"warn\").\n",
+        ident(account)
     ));
     out
 }
