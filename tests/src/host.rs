@@ -169,6 +169,18 @@ impl Host {
         format!("{}/mcp", self.base_url)
     }
 
+    /// A line of the host process's /proc status, in KiB (`VmRSS`: now,
+    /// `VmHWM`: the peak so far).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("host /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().expect("log lock").clone()
     }
