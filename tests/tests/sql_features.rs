@@ -253,3 +253,40 @@ fn no_identity_means_no_query() {
     let error = Host::tool_error(&db.query_as(&stranger, "SELECT 1", json!([])));
     assert_eq!(error["error"], "DELEGATION_FAILED");
 }
+
+/// A server that does not answer in time: the client gives up on the
+/// connection and cancels the statement, so nothing keeps running there.
+#[test]
+fn a_client_timeout_cancels_the_statement_on_the_server() {
+    let mut db = Delegated::start(json!({
+        "statementTimeoutMillis": 0, "clientTimeoutMillis": 1000,
+        "pool": {"max": 2, "min": 0, "connectionTimeoutMillis": 3000}
+    }));
+    let reader = db.token("reader", &["sql-read"]);
+    let started = std::time::Instant::now();
+    let error = Host::tool_error(&db.query_as(&reader, "SELECT pg_sleep(20)", json!([])));
+    assert_eq!(error["error"], "DATABASE_UNAVAILABLE", "{error}");
+    assert!(started.elapsed().as_secs() < 10);
+    // The sleep was cancelled on the server, not left running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let sleeping = db.cluster.query_texts(
+            "postgres",
+            "SELECT count(*)::text FROM pg_stat_activity \
+             WHERE query LIKE 'SELECT pg_sleep(20)%' AND state = 'active'",
+        );
+        if sleeping == ["0"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the statement still runs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // And the module still serves.
+    assert_eq!(
+        rows(&db.query_as(&reader, "SELECT 1 AS one", json!([]))),
+        [json!({"one": 1})]
+    );
+}

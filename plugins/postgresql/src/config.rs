@@ -25,6 +25,11 @@ pub struct PgModuleConfig {
     /// connection start-up.
     #[serde(default = "default_statement_timeout")]
     pub statement_timeout_millis: u64,
+    /// How long the client waits for the server before it gives up on the
+    /// connection and cancels the statement (default: the statement
+    /// timeout plus 30 s).
+    #[serde(default)]
+    pub client_timeout_millis: Option<u64>,
     /// Most rows a query returns before `truncated: true`.
     #[serde(default = "default_max_rows")]
     pub max_rows: u64,

@@ -16,7 +16,8 @@ const UNLIMITED_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A connection idle longer than this is pinged before use; busier ones
 /// are not (a ping is a round trip).
 const VALIDATE_AFTER_IDLE: Duration = Duration::from_secs(5);
-/// Added to the statement timeout to bound any wait for the server.
+/// Added to the statement timeout to bound any wait for the server (the
+/// default of `clientTimeoutMillis`).
 const READ_TIMEOUT_MARGIN: Duration = Duration::from_secs(30);
 
 pub type PooledConnection = r2d2::PooledConnection<WireManager>;
@@ -94,9 +95,12 @@ impl PgPool {
             application_name: format!("mcp-delegate/{instance}"),
             statement_timeout_ms: config.statement_timeout_millis,
             connect_timeout,
-            read_timeout: Some(
-                Duration::from_millis(config.statement_timeout_millis) + READ_TIMEOUT_MARGIN,
-            ),
+            read_timeout: Some(match config.client_timeout_millis {
+                Some(millis) => Duration::from_millis(millis.max(1)),
+                None => {
+                    Duration::from_millis(config.statement_timeout_millis) + READ_TIMEOUT_MARGIN
+                }
+            }),
             tls,
             require_auth,
         };
