@@ -62,6 +62,21 @@ pub fn run_to_exit(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `mcp-delegate check-config` on `config` (written to a temp file) with
+/// plugins from `plugin_dir`: (exit code, stdout).
+pub fn check_config(config: &Value, plugin_dir: &Path, extra_args: &[&str]) -> (i32, String) {
+    let file = config_file(config);
+    let mut args = vec![
+        "check-config",
+        file.path().to_str().expect("utf-8 path"),
+        "--plugin-dir",
+        plugin_dir.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra_args);
+    let (code, stdout, _) = run_to_exit(&args);
+    (code, stdout)
+}
+
 /// Serves `config` (written to a temp file) with plugins from `plugin_dir`
 /// until the host exits on its own: for startup failures.
 pub fn serve_to_exit(

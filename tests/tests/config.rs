@@ -20,15 +20,11 @@ fn check_config_reports_every_error_with_its_path_and_never_a_secret() {
         }},
         "surprise": true
     });
-    let file = host::config_file(&config);
-    let (code, stdout, _) = host::run_to_exit(&[
-        "check-config",
-        file.path().to_str().unwrap(),
-        "--plugin-dir",
-        plugins.path().to_str().unwrap(),
-        "--secrets-dir",
-        secrets.path().to_str().unwrap(),
-    ]);
+    let (code, stdout) = host::check_config(
+        &config,
+        plugins.path(),
+        &["--secrets-dir", secrets.path().to_str().unwrap()],
+    );
     assert_ne!(code, 0, "{stdout}");
     for expected in [
         "error: delegation.modules.postgresql2.password: secret 'NOT_THERE' not found",
@@ -51,14 +47,7 @@ fn check_config_validates_module_entries_through_the_plugin() {
         "postgresql1": {"database": "d", "user": "u", "pool": {"max": "ten"}},
         "postgresql2": {"database": "d", "user": "u", "frobnicate": 1}
     }}});
-    let file = host::config_file(&config);
-    let args = [
-        "check-config",
-        file.path().to_str().unwrap(),
-        "--plugin-dir",
-        plugins.path().to_str().unwrap(),
-    ];
-    let (code, stdout, _) = host::run_to_exit(&args);
+    let (code, stdout) = host::check_config(&config, plugins.path(), &[]);
     assert_eq!(code, 1, "{stdout}");
     assert!(
         stdout.contains("error: delegation.modules.postgresql1.pool.max:"),
@@ -70,13 +59,7 @@ fn check_config_validates_module_entries_through_the_plugin() {
     );
 
     let good = json!({"auth": {"mode": "none"}, "delegation": {"modules": {"postgresql1": {"database": "d", "user": "u"}}}});
-    let file = host::config_file(&good);
-    let (code, stdout, _) = host::run_to_exit(&[
-        "check-config",
-        file.path().to_str().unwrap(),
-        "--plugin-dir",
-        plugins.path().to_str().unwrap(),
-    ]);
+    let (code, stdout) = host::check_config(&good, plugins.path(), &[]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("ok: 1 module(s), 5 tool(s)"), "{stdout}");
 }
@@ -138,13 +121,7 @@ fn check_config_refuses_what_serve_refuses_after_the_registry() {
         ),
         (invalid_tool, "delegation.modules.echo1"),
     ] {
-        let file = host::config_file(&config);
-        let (code, stdout, _) = host::run_to_exit(&[
-            "check-config",
-            file.path().to_str().unwrap(),
-            "--plugin-dir",
-            plugins.path().to_str().unwrap(),
-        ]);
+        let (code, stdout) = host::check_config(&config, plugins.path(), &[]);
         assert_eq!(code, 1, "{stdout}");
         assert!(stdout.contains(&format!("error: {path}: ")), "{stdout}");
         let (code, _, stderr) = host::serve_to_exit(&config, plugins.path(), &[]);

@@ -42,48 +42,43 @@ FROM pg_catalog.pg_roles r \
 WHERE r.rolname OPERATOR(pg_catalog.=) $1::pg_catalog.name";
 
 /// The service account's attributes and how it holds the delegated roles,
-/// PostgreSQL 16 and later (grants carry INHERIT and SET options).
-pub const PROFILE_16: &str = "\
-SELECT r.rolsuper::pg_catalog.text, r.rolbypassrls::pg_catalog.text, \
-       r.rolcreaterole::pg_catalog.text, r.rolreplication::pg_catalog.text, \
-       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m \
-         WHERE m.member OPERATOR(pg_catalog.=) r.oid AND m.inherit_option)::pg_catalog.text, \
-       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m \
-         WHERE m.member OPERATOR(pg_catalog.=) r.oid AND m.admin_option)::pg_catalog.text, \
-       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m \
-         WHERE m.member OPERATOR(pg_catalog.=) r.oid)::pg_catalog.text, \
-       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc p, \
-              pg_catalog.aclexplode(COALESCE(p.proacl, pg_catalog.acldefault('f', p.proowner))) a \
-         WHERE p.oid OPERATOR(pg_catalog.=) \
-               'pg_catalog.set_config(text,text,boolean)'::pg_catalog.regprocedure \
-           AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE' \
-           AND a.grantee OPERATOR(pg_catalog.<>) r.oid \
-           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner)::pg_catalog.text, \
-       pg_catalog.has_function_privilege('pg_catalog.set_config(text,text,boolean)', \
-                                         'EXECUTE')::pg_catalog.text \
-FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER";
+/// with `$inherits` the condition under which a membership passes its
+/// privileges on.
+macro_rules! profile_sql {
+    ($inherits:literal) => {
+        concat!(
+            "SELECT r.rolsuper::pg_catalog.text, r.rolbypassrls::pg_catalog.text, \
+                    r.rolcreaterole::pg_catalog.text, r.rolreplication::pg_catalog.text, \
+                    (SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m \
+                      WHERE m.member OPERATOR(pg_catalog.=) r.oid AND ",
+            $inherits,
+            ")::pg_catalog.text, \
+                    (SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m \
+                      WHERE m.member OPERATOR(pg_catalog.=) r.oid AND m.admin_option)::pg_catalog.text, \
+                    (SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m \
+                      WHERE m.member OPERATOR(pg_catalog.=) r.oid)::pg_catalog.text, \
+                    (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc p, \
+                           pg_catalog.aclexplode(COALESCE(p.proacl, \
+                                                 pg_catalog.acldefault('f', p.proowner))) a \
+                      WHERE p.oid OPERATOR(pg_catalog.=) \
+                            'pg_catalog.set_config(text,text,boolean)'::pg_catalog.regprocedure \
+                        AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE' \
+                        AND a.grantee OPERATOR(pg_catalog.<>) r.oid \
+                        AND a.grantee OPERATOR(pg_catalog.<>) p.proowner)::pg_catalog.text, \
+                    pg_catalog.has_function_privilege('pg_catalog.set_config(text,text,boolean)', \
+                                                      'EXECUTE')::pg_catalog.text \
+             FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER"
+        )
+    };
+}
 
-/// [`PROFILE_16`] before PostgreSQL 16: a member inherits every granted
+/// The profile query for PostgreSQL 16 and later: grants carry INHERIT and
+/// SET options.
+pub const PROFILE_16: &str = profile_sql!("m.inherit_option");
+
+/// The profile query before PostgreSQL 16: a member inherits every granted
 /// role's privileges unless the member role is NOINHERIT.
-pub const PROFILE_15: &str = "\
-SELECT r.rolsuper::pg_catalog.text, r.rolbypassrls::pg_catalog.text, \
-       r.rolcreaterole::pg_catalog.text, r.rolreplication::pg_catalog.text, \
-       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m \
-         WHERE m.member OPERATOR(pg_catalog.=) r.oid AND r.rolinherit)::pg_catalog.text, \
-       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m \
-         WHERE m.member OPERATOR(pg_catalog.=) r.oid AND m.admin_option)::pg_catalog.text, \
-       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m \
-         WHERE m.member OPERATOR(pg_catalog.=) r.oid)::pg_catalog.text, \
-       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc p, \
-              pg_catalog.aclexplode(COALESCE(p.proacl, pg_catalog.acldefault('f', p.proowner))) a \
-         WHERE p.oid OPERATOR(pg_catalog.=) \
-               'pg_catalog.set_config(text,text,boolean)'::pg_catalog.regprocedure \
-           AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE' \
-           AND a.grantee OPERATOR(pg_catalog.<>) r.oid \
-           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner)::pg_catalog.text, \
-       pg_catalog.has_function_privilege('pg_catalog.set_config(text,text,boolean)', \
-                                         'EXECUTE')::pg_catalog.text \
-FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER";
+pub const PROFILE_15: &str = profile_sql!("r.rolinherit");
 
 /// What `health` reports.
 pub const HEALTH: &str = "\
