@@ -60,6 +60,19 @@ pub struct PgOptions {
     /// `scram-sha-256` (default), `md5`, `password`, `none`.
     #[serde(default)]
     pub require_auth: Option<Value>,
+    /// `"prefer"` (default): SCRAM binds to the TLS channel when the server
+    /// offers it; `"require"`: only a channel-bound SCRAM login over TLS.
+    #[serde(default)]
+    pub channel_binding: ChannelBindingMode,
+}
+
+/// `options.channelBinding`, as libpq's `channel_binding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelBindingMode {
+    #[default]
+    Prefer,
+    Require,
 }
 
 /// `options.requireAuth` as methods; the error says what is wrong.
@@ -192,6 +205,14 @@ pub fn parse(config: &Value) -> (Option<PgModuleConfig>, ConfigReport) {
     }
     if let Err(message) = require_auth(&parsed.options) {
         error("options.requireAuth", &message);
+    }
+    let tls_on = crate::wire::tls::mode_of(parsed.options.ssl.as_ref())
+        .is_ok_and(|mode| mode != crate::wire::tls::SslMode::Disable);
+    if parsed.options.channel_binding == ChannelBindingMode::Require && !tls_on {
+        error(
+            "options.channelBinding",
+            "\"require\" needs options.ssl (TLS)",
+        );
     }
     if parsed.max_result_bytes < 4096 {
         error("maxResultBytes", "must be at least 4096");

@@ -82,6 +82,9 @@ pub struct ConnectParams {
     pub tls: Option<TlsSettings>,
     /// The methods the client answers (`options.requireAuth`).
     pub require_auth: Vec<AuthMethod>,
+    /// `options.channelBinding: "require"`: SCRAM-SHA-256-PLUS over TLS
+    /// or no login.
+    pub require_channel_binding: bool,
 }
 
 impl std::fmt::Debug for ConnectParams {
@@ -229,6 +232,44 @@ impl Connection {
         }
     }
 
+    /// The SCRAM mechanism and channel binding, given what the server
+    /// offers. Over TLS, never "no binding": PLUS when offered (with the
+    /// certificate's hash, or not at all), else "y" (the client could have
+    /// bound: a server that supports binding but saw PLUS stripped from
+    /// its list refuses the exchange). `channelBinding: "require"` accepts
+    /// PLUS only.
+    fn choose_scram(
+        &self,
+        params: &ConnectParams,
+        plain: bool,
+        plus: bool,
+    ) -> Result<(&'static str, ChannelBinding), WireError> {
+        let tls = matches!(self.stream, Stream::Tls(_));
+        if params.require_channel_binding && !(tls && plus) {
+            return Err(WireError::AuthRefused(
+                "options.channelBinding is \"require\" but the server offers no \
+                 SCRAM-SHA-256-PLUS over TLS"
+                    .into(),
+            ));
+        }
+        if tls && plus {
+            let hash = self.stream.server_end_point().ok_or_else(|| {
+                WireError::AuthRefused(
+                    "the server's certificate names no hash for channel binding".into(),
+                )
+            })?;
+            return Ok((
+                SCRAM_SHA_256_PLUS,
+                ChannelBinding::tls_server_end_point(hash),
+            ));
+        }
+        match (plain, tls) {
+            (true, true) => Ok((SCRAM_SHA_256, ChannelBinding::unrequested())),
+            (true, false) => Ok((SCRAM_SHA_256, ChannelBinding::unsupported())),
+            (false, _) => Err(WireError::UnsupportedAuth("SASL without SCRAM-SHA-256")),
+        }
+    }
+
     fn password(params: &ConnectParams) -> Result<&str, WireError> {
         params.password.as_deref().ok_or(WireError::PasswordMissing)
     }
@@ -316,19 +357,7 @@ impl Connection {
                         plain |= mechanism == SCRAM_SHA_256;
                         plus |= mechanism == SCRAM_SHA_256_PLUS;
                     }
-                    let end_point = self.stream.server_end_point();
-                    let (mechanism, binding) = match (plus, end_point) {
-                        (true, Some(hash)) => (
-                            SCRAM_SHA_256_PLUS,
-                            ChannelBinding::tls_server_end_point(hash),
-                        ),
-                        // Over TLS the client says it could bind ("y"): a
-                        // server that supports binding but saw PLUS
-                        // stripped from its list refuses the exchange.
-                        (_, Some(_)) if plain => (SCRAM_SHA_256, ChannelBinding::unrequested()),
-                        (_, None) if plain => (SCRAM_SHA_256, ChannelBinding::unsupported()),
-                        _ => return Err(WireError::UnsupportedAuth("SASL without SCRAM-SHA-256")),
-                    };
+                    let (mechanism, binding) = self.choose_scram(params, plain, plus)?;
                     let password = Self::password(params)?;
                     let client = ScramSha256::new(password.as_bytes(), binding);
                     frontend::sasl_initial_response(

@@ -89,12 +89,19 @@ pub fn mode_of(ssl: Option<&Value>) -> Result<SslMode, String> {
         },
         Some(_) => return Err("options.ssl.mode must be a string".into()),
     };
-    if reject == Some(false) && mode.verifies_server() {
-        return Err(format!(
+    match (reject, mode) {
+        (Some(false), mode) if mode.verifies_server() => Err(format!(
             "options.ssl.rejectUnauthorized false contradicts options.ssl.mode {mode:?}"
-        ));
+        )),
+        (Some(true), SslMode::Require) => Err(
+            "options.ssl.rejectUnauthorized true contradicts options.ssl.mode \"require\" \
+             (which does not verify the server): use verify-ca or verify-full"
+                .into(),
+        ),
+        // As libpq: a trusted CA given to `require` verifies the chain.
+        (_, SslMode::Require) if options.get("ca").is_some() => Ok(SslMode::VerifyCa),
+        _ => Ok(mode),
     }
-    Ok(mode)
 }
 
 /// The TLS settings for `options.ssl`, or `None` for plain TCP.
@@ -226,8 +233,62 @@ fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
 }
 
-/// RFC 5929 `tls-server-end-point`: the certificate hashed with the hash
-/// of its signature algorithm, SHA-256 for MD5, SHA-1 and anything else.
+/// The hash `tls-server-end-point` uses for a certificate signed with the
+/// algorithm `oid` (RFC 5929: the signature's own hash; SHA-256 for MD5
+/// and SHA-1). `None` for an algorithm without one (Ed25519, unknown).
+fn end_point_hash(oid: &[u8], parameters: &[u8]) -> Option<EndPointHash> {
+    const RSA: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01];
+    const ECDSA: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04];
+    if let Some(last) = oid.strip_prefix(RSA) {
+        return match last {
+            // md5, sha1, sha256 with RSA.
+            [0x04 | 0x05 | 0x0B] => Some(EndPointHash::Sha256),
+            [0x0C] => Some(EndPointHash::Sha384),
+            [0x0D] => Some(EndPointHash::Sha512),
+            [0x0E] => Some(EndPointHash::Sha224),
+            // RSASSA-PSS: the hash is in the parameters (default SHA-1).
+            [0x0A] => Some(pss_hash(parameters)),
+            _ => None,
+        };
+    }
+    match oid.strip_prefix(ECDSA)? {
+        // ecdsa-with-SHA1, -SHA224/256/384/512.
+        [0x01] | [0x03, 0x02] => Some(EndPointHash::Sha256),
+        [0x03, 0x01] => Some(EndPointHash::Sha224),
+        [0x03, 0x03] => Some(EndPointHash::Sha384),
+        [0x03, 0x04] => Some(EndPointHash::Sha512),
+        _ => None,
+    }
+}
+
+/// The hash named in RSASSA-PSS parameters: `SEQUENCE { [0] AlgorithmIdentifier … }`.
+fn pss_hash(parameters: &[u8]) -> EndPointHash {
+    const HASH: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02];
+    let hash_oid = der_element(parameters)
+        .filter(|(tag, _, _)| *tag == 0x30)
+        .and_then(|(_, fields, _)| der_element(fields))
+        .filter(|(tag, _, _)| *tag == 0xA0)
+        .and_then(|(_, explicit, _)| der_element(explicit))
+        .and_then(|(_, algorithm, _)| der_element(algorithm))
+        .map(|(_, oid, _)| oid);
+    match hash_oid.and_then(|oid| oid.strip_prefix(HASH)) {
+        Some([0x02]) => EndPointHash::Sha384,
+        Some([0x03]) => EndPointHash::Sha512,
+        Some([0x04]) => EndPointHash::Sha224,
+        _ => EndPointHash::Sha256,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndPointHash {
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+/// RFC 5929 `tls-server-end-point`: the certificate hashed with its
+/// signature's hash. `None` when the certificate says no usable hash.
 pub fn server_end_point(certificate: &[u8]) -> Option<Vec<u8>> {
     use sha2::Digest;
     const SEQUENCE: u8 = 0x30;
@@ -240,21 +301,12 @@ pub fn server_end_point(certificate: &[u8]) -> Option<Vec<u8>> {
     if tag != SEQUENCE {
         return None;
     }
-    let (_, oid, _) = der_element(algorithm)?;
-    const SHA384: [&[u8]; 2] = [
-        &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0C],
-        &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x03],
-    ];
-    const SHA512: [&[u8]; 2] = [
-        &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0D],
-        &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x04],
-    ];
-    Some(if SHA384.contains(&oid) {
-        sha2::Sha384::digest(certificate).to_vec()
-    } else if SHA512.contains(&oid) {
-        sha2::Sha512::digest(certificate).to_vec()
-    } else {
-        sha2::Sha256::digest(certificate).to_vec()
+    let (_, oid, parameters) = der_element(algorithm)?;
+    Some(match end_point_hash(oid, parameters)? {
+        EndPointHash::Sha224 => sha2::Sha224::digest(certificate).to_vec(),
+        EndPointHash::Sha256 => sha2::Sha256::digest(certificate).to_vec(),
+        EndPointHash::Sha384 => sha2::Sha384::digest(certificate).to_vec(),
+        EndPointHash::Sha512 => sha2::Sha512::digest(certificate).to_vec(),
     })
 }
 
