@@ -316,9 +316,10 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
 }
 
 /// `require` (`rejectUnauthorized: false`): encryption without
-/// authentication of the server, as node-postgres does; SCRAM's channel
-/// binding still stops a man in the middle from logging in. Documented as
-/// unsafe.
+/// authentication of the server, as node-postgres does. SCRAM's channel
+/// binding stops a man in the middle from logging in when the server takes
+/// only TLS, or when `options.channelBinding` is `"require"`; documented as
+/// unsafe otherwise.
 #[derive(Debug)]
 struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
 
