@@ -11,6 +11,8 @@
 
 mod cache;
 pub mod functions;
+#[cfg(test)]
+mod fuzz;
 mod statements;
 mod walk;
 
@@ -155,8 +157,6 @@ pub fn analyze(sql: &str, allowed: &AllowedFunctions) -> Result<Verdict, Refusal
                 "the SQL contains no statement",
             )
         })?;
-    let kind = statements::kind_name(top);
-    let mut class = statements::classify(top)?;
     let tree = serde_json::to_value(&parsed.protobuf.stmts).map_err(|err| {
         Refusal::new(
             codes::SQL_PARSE_ERROR,
@@ -167,6 +167,11 @@ pub fn analyze(sql: &str, allowed: &AllowedFunctions) -> Result<Verdict, Refusal
     let mut walker = walk::Walker::new(allowed);
     walker.walk(&tree);
     let findings = walker.findings;
+    if let Some((kind, reason)) = findings.never_statement {
+        return Err(statements::never_refusal(kind, reason));
+    }
+    let kind = statements::kind_name(top);
+    let mut class = statements::classify(top)?;
     if let Some(call) = findings.refused_call {
         let (subject, field) = if call.operator {
             (format!("the operator {}", call.what), "operator")

@@ -7,85 +7,157 @@ use pg_query::NodeEnum;
 use super::{Refusal, StatementClass};
 use mcp_delegate_plugin_api::codes;
 
-/// Statement kinds refused for every role, by top-level node, with the
-/// reason category: session and transaction control (the delegated
-/// transaction is ours), roles and settings, and everything that defines
-/// code the server would run later or reaches outside the database
-/// (functions, triggers, rules, operators, casts, languages, extensions,
-/// foreign data, replication, tablespaces, databases). Such objects are
-/// for migrations, not for agents.
-pub(super) fn never_kind(node: &NodeEnum) -> Option<(&'static str, &'static str)> {
-    Some(match node {
-        N::VariableSetStmt(_) => ("SET", "session-control"),
-        N::ConstraintsSetStmt(_) => ("SET CONSTRAINTS", "session-control"),
-        N::TransactionStmt(_) => ("TRANSACTION CONTROL", "session-control"),
-        N::DiscardStmt(_) => ("DISCARD", "session-control"),
-        N::PrepareStmt(_) => ("PREPARE", "session-control"),
-        N::ExecuteStmt(_) => ("EXECUTE", "session-control"),
-        N::DeallocateStmt(_) => ("DEALLOCATE", "session-control"),
-        N::DeclareCursorStmt(_) => ("DECLARE", "session-control"),
-        N::FetchStmt(_) => ("FETCH", "session-control"),
-        N::ClosePortalStmt(_) => ("CLOSE", "session-control"),
-        N::ListenStmt(_) => ("LISTEN", "notify"),
-        N::NotifyStmt(_) => ("NOTIFY", "notify"),
-        N::UnlistenStmt(_) => ("UNLISTEN", "notify"),
-        N::AlterSystemStmt(_) => ("ALTER SYSTEM", "settings"),
-        N::AlterDatabaseSetStmt(_) => ("ALTER DATABASE SET", "settings"),
-        N::AlterRoleSetStmt(_) => ("ALTER ROLE SET", "settings"),
-        N::CreateRoleStmt(_) => ("CREATE ROLE", "roles"),
-        N::AlterRoleStmt(_) => ("ALTER ROLE", "roles"),
-        N::DropRoleStmt(_) => ("DROP ROLE", "roles"),
-        N::GrantRoleStmt(_) => ("GRANT ROLE", "roles"),
-        N::ReassignOwnedStmt(_) => ("REASSIGN OWNED", "roles"),
-        N::DropOwnedStmt(_) => ("DROP OWNED", "roles"),
-        N::SecLabelStmt(_) => ("SECURITY LABEL", "roles"),
-        N::DoStmt(_) => ("DO", "code"),
-        N::LoadStmt(_) => ("LOAD", "code"),
-        N::CreateFunctionStmt(_) => ("CREATE FUNCTION", "code"),
-        N::AlterFunctionStmt(_) => ("ALTER FUNCTION", "code"),
-        N::CreateTrigStmt(_) => ("CREATE TRIGGER", "code"),
-        N::CreateEventTrigStmt(_) => ("CREATE EVENT TRIGGER", "code"),
-        N::AlterEventTrigStmt(_) => ("ALTER EVENT TRIGGER", "code"),
-        N::RuleStmt(_) => ("CREATE RULE", "code"),
-        N::CreatePlangStmt(_) => ("CREATE LANGUAGE", "code"),
-        N::CreateExtensionStmt(_) => ("CREATE EXTENSION", "code"),
-        N::AlterExtensionStmt(_) => ("ALTER EXTENSION", "code"),
-        N::AlterExtensionContentsStmt(_) => ("ALTER EXTENSION", "code"),
-        N::CreateCastStmt(_) => ("CREATE CAST", "code"),
-        N::CreateTransformStmt(_) => ("CREATE TRANSFORM", "code"),
-        // CREATE AGGREGATE / OPERATOR / TYPE (base) / TEXT SEARCH … / COLLATION.
-        N::DefineStmt(_) => ("CREATE AGGREGATE, OPERATOR OR TYPE", "code"),
-        N::CreateRangeStmt(_) => ("CREATE TYPE AS RANGE", "code"),
-        N::CreateOpClassStmt(_) => ("CREATE OPERATOR CLASS", "code"),
-        N::CreateOpFamilyStmt(_) => ("CREATE OPERATOR FAMILY", "code"),
-        N::AlterOpFamilyStmt(_) => ("ALTER OPERATOR FAMILY", "code"),
-        N::CreateConversionStmt(_) => ("CREATE CONVERSION", "code"),
-        N::CreateAmStmt(_) => ("CREATE ACCESS METHOD", "code"),
-        N::CopyStmt(_) => ("COPY", "files-or-network"),
-        N::CreateFdwStmt(_) => ("CREATE FOREIGN DATA WRAPPER", "files-or-network"),
-        N::AlterFdwStmt(_) => ("ALTER FOREIGN DATA WRAPPER", "files-or-network"),
-        N::CreateForeignServerStmt(_) => ("CREATE SERVER", "files-or-network"),
-        N::AlterForeignServerStmt(_) => ("ALTER SERVER", "files-or-network"),
-        N::CreateForeignTableStmt(_) => ("CREATE FOREIGN TABLE", "files-or-network"),
-        N::ImportForeignSchemaStmt(_) => ("IMPORT FOREIGN SCHEMA", "files-or-network"),
-        N::CreateUserMappingStmt(_) => ("CREATE USER MAPPING", "files-or-network"),
-        N::AlterUserMappingStmt(_) => ("ALTER USER MAPPING", "files-or-network"),
-        N::DropUserMappingStmt(_) => ("DROP USER MAPPING", "files-or-network"),
-        N::CreatePublicationStmt(_) => ("CREATE PUBLICATION", "replication"),
-        N::AlterPublicationStmt(_) => ("ALTER PUBLICATION", "replication"),
-        N::CreateSubscriptionStmt(_) => ("CREATE SUBSCRIPTION", "replication"),
-        N::AlterSubscriptionStmt(_) => ("ALTER SUBSCRIPTION", "replication"),
-        N::DropSubscriptionStmt(_) => ("DROP SUBSCRIPTION", "replication"),
-        N::CreateTableSpaceStmt(_) => ("CREATE TABLESPACE", "files-or-network"),
-        N::DropTableSpaceStmt(_) => ("DROP TABLESPACE", "files-or-network"),
-        N::AlterTableSpaceOptionsStmt(_) => ("ALTER TABLESPACE", "files-or-network"),
-        N::AlterTableMoveAllStmt(_) => ("ALTER TABLE ALL IN TABLESPACE", "files-or-network"),
-        N::CreatedbStmt(_) => ("CREATE DATABASE", "databases"),
-        N::DropdbStmt(_) => ("DROP DATABASE", "databases"),
-        N::AlterDatabaseStmt(_) => ("ALTER DATABASE", "databases"),
-        N::AlterDatabaseRefreshCollStmt(_) => ("ALTER DATABASE", "databases"),
-        _ => return None,
-    })
+/// Statement kinds refused for every role, wherever they stand (at the
+/// top, under EXPLAIN, as the query of CREATE TABLE AS, among the elements
+/// of CREATE SCHEMA): (parse node, kind, reason category). Session and
+/// transaction control (the delegated transaction is ours), roles and
+/// settings, and everything that defines code the server would run later
+/// or reaches outside the database (functions, triggers, rules,
+/// operators, casts, languages, extensions, foreign data, replication,
+/// tablespaces, databases). Such objects are for migrations, not agents.
+pub(super) const NEVER_NODES: &[(&str, &str, &str)] = &[
+    ("VariableSetStmt", "SET", "session-control"),
+    ("ConstraintsSetStmt", "SET CONSTRAINTS", "session-control"),
+    ("TransactionStmt", "TRANSACTION CONTROL", "session-control"),
+    ("DiscardStmt", "DISCARD", "session-control"),
+    ("PrepareStmt", "PREPARE", "session-control"),
+    ("ExecuteStmt", "EXECUTE", "session-control"),
+    ("DeallocateStmt", "DEALLOCATE", "session-control"),
+    ("DeclareCursorStmt", "DECLARE", "session-control"),
+    ("FetchStmt", "FETCH", "session-control"),
+    ("ClosePortalStmt", "CLOSE", "session-control"),
+    ("ListenStmt", "LISTEN", "notify"),
+    ("NotifyStmt", "NOTIFY", "notify"),
+    ("UnlistenStmt", "UNLISTEN", "notify"),
+    ("AlterSystemStmt", "ALTER SYSTEM", "settings"),
+    ("AlterDatabaseSetStmt", "ALTER DATABASE SET", "settings"),
+    ("AlterRoleSetStmt", "ALTER ROLE SET", "settings"),
+    ("CreateRoleStmt", "CREATE ROLE", "roles"),
+    ("AlterRoleStmt", "ALTER ROLE", "roles"),
+    ("DropRoleStmt", "DROP ROLE", "roles"),
+    ("GrantRoleStmt", "GRANT ROLE", "roles"),
+    ("ReassignOwnedStmt", "REASSIGN OWNED", "roles"),
+    ("DropOwnedStmt", "DROP OWNED", "roles"),
+    ("SecLabelStmt", "SECURITY LABEL", "roles"),
+    ("DoStmt", "DO", "code"),
+    ("LoadStmt", "LOAD", "code"),
+    ("CreateFunctionStmt", "CREATE FUNCTION", "code"),
+    ("AlterFunctionStmt", "ALTER FUNCTION", "code"),
+    ("CreateTrigStmt", "CREATE TRIGGER", "code"),
+    ("CreateEventTrigStmt", "CREATE EVENT TRIGGER", "code"),
+    ("AlterEventTrigStmt", "ALTER EVENT TRIGGER", "code"),
+    ("RuleStmt", "CREATE RULE", "code"),
+    ("CreatePlangStmt", "CREATE LANGUAGE", "code"),
+    ("CreateExtensionStmt", "CREATE EXTENSION", "code"),
+    ("AlterExtensionStmt", "ALTER EXTENSION", "code"),
+    ("AlterExtensionContentsStmt", "ALTER EXTENSION", "code"),
+    ("CreateCastStmt", "CREATE CAST", "code"),
+    ("CreateTransformStmt", "CREATE TRANSFORM", "code"),
+    ("DefineStmt", "CREATE AGGREGATE, OPERATOR OR TYPE", "code"),
+    ("CreateRangeStmt", "CREATE TYPE AS RANGE", "code"),
+    ("CreateOpClassStmt", "CREATE OPERATOR CLASS", "code"),
+    ("CreateOpFamilyStmt", "CREATE OPERATOR FAMILY", "code"),
+    ("AlterOpFamilyStmt", "ALTER OPERATOR FAMILY", "code"),
+    ("CreateConversionStmt", "CREATE CONVERSION", "code"),
+    ("CreateAmStmt", "CREATE ACCESS METHOD", "code"),
+    ("CopyStmt", "COPY", "files-or-network"),
+    (
+        "CreateFdwStmt",
+        "CREATE FOREIGN DATA WRAPPER",
+        "files-or-network",
+    ),
+    (
+        "AlterFdwStmt",
+        "ALTER FOREIGN DATA WRAPPER",
+        "files-or-network",
+    ),
+    (
+        "CreateForeignServerStmt",
+        "CREATE SERVER",
+        "files-or-network",
+    ),
+    ("AlterForeignServerStmt", "ALTER SERVER", "files-or-network"),
+    (
+        "CreateForeignTableStmt",
+        "CREATE FOREIGN TABLE",
+        "files-or-network",
+    ),
+    (
+        "ImportForeignSchemaStmt",
+        "IMPORT FOREIGN SCHEMA",
+        "files-or-network",
+    ),
+    (
+        "CreateUserMappingStmt",
+        "CREATE USER MAPPING",
+        "files-or-network",
+    ),
+    (
+        "AlterUserMappingStmt",
+        "ALTER USER MAPPING",
+        "files-or-network",
+    ),
+    (
+        "DropUserMappingStmt",
+        "DROP USER MAPPING",
+        "files-or-network",
+    ),
+    ("CreatePublicationStmt", "CREATE PUBLICATION", "replication"),
+    ("AlterPublicationStmt", "ALTER PUBLICATION", "replication"),
+    (
+        "CreateSubscriptionStmt",
+        "CREATE SUBSCRIPTION",
+        "replication",
+    ),
+    ("AlterSubscriptionStmt", "ALTER SUBSCRIPTION", "replication"),
+    ("DropSubscriptionStmt", "DROP SUBSCRIPTION", "replication"),
+    (
+        "CreateTableSpaceStmt",
+        "CREATE TABLESPACE",
+        "files-or-network",
+    ),
+    ("DropTableSpaceStmt", "DROP TABLESPACE", "files-or-network"),
+    (
+        "AlterTableSpaceOptionsStmt",
+        "ALTER TABLESPACE",
+        "files-or-network",
+    ),
+    (
+        "AlterTableMoveAllStmt",
+        "ALTER TABLE ALL IN TABLESPACE",
+        "files-or-network",
+    ),
+    ("CreatedbStmt", "CREATE DATABASE", "databases"),
+    ("DropdbStmt", "DROP DATABASE", "databases"),
+    ("AlterDatabaseStmt", "ALTER DATABASE", "databases"),
+    (
+        "AlterDatabaseRefreshCollStmt",
+        "ALTER DATABASE",
+        "databases",
+    ),
+];
+
+/// The never-permitted kind a parse node (its serde name) is, if it is one.
+pub(super) fn never_node(node: &str) -> Option<(&'static str, &'static str)> {
+    if !node.ends_with("Stmt") {
+        return None;
+    }
+    NEVER_NODES
+        .iter()
+        .find(|(name, _, _)| *name == node)
+        .map(|&(_, kind, reason)| (kind, reason))
+}
+
+/// The refusal of a never-permitted statement kind.
+pub(super) fn never_refusal(kind: &str, reason: &'static str) -> Refusal {
+    Refusal {
+        statement_kind: Some(kind.into()),
+        ..Refusal::new(
+            codes::SQL_NOT_PERMITTED,
+            reason,
+            format!("{kind} statements are not permitted through this tool, for any role"),
+        )
+    }
 }
 
 pub(super) fn kind_name(node: &NodeEnum) -> String {
@@ -121,18 +193,9 @@ pub(super) fn kind_name(node: &NodeEnum) -> String {
     }
 }
 
-/// The class of one statement node (top level or an EXPLAIN target).
+/// The class of one statement node (top level or an EXPLAIN target). The
+/// never-permitted kinds were refused before, by the walk.
 pub(super) fn classify(node: &NodeEnum) -> Result<StatementClass, Refusal> {
-    if let Some((kind, reason)) = never_kind(node) {
-        return Err(Refusal {
-            statement_kind: Some(kind.into()),
-            ..Refusal::new(
-                codes::SQL_NOT_PERMITTED,
-                reason,
-                format!("{kind} statements are not permitted through this tool, for any role"),
-            )
-        });
-    }
     Ok(match node {
         N::SelectStmt(_) | N::VariableShowStmt(_) => StatementClass::Read,
         // EXPLAIN takes its target's class, with or without ANALYZE.

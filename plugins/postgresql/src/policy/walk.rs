@@ -31,6 +31,8 @@ pub struct Findings {
     pub creates_table: bool,
     /// The first write target in a system schema (`pg_catalog.pg_settings`).
     pub catalog_target: Option<String>,
+    /// The first statement of a never-permitted kind, at any depth.
+    pub never_statement: Option<(&'static str, &'static str)>,
     pub parameter_count: usize,
 }
 
@@ -174,6 +176,9 @@ impl<'a> Walker<'a> {
     }
 
     fn visit(&mut self, key: &str, child: &Value) {
+        if let Some(never) = super::statements::never_node(key) {
+            self.findings.never_statement.get_or_insert(never);
+        }
         match key {
             // A function call node, or CALL's `funccall` field.
             "FuncCall" | "funccall" if child.is_object() => self.function_call(child),
