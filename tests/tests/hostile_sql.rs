@@ -203,6 +203,22 @@ const CASES: &[(&str, &str)] = &[
     ("EXPLAIN EXECUTE p", N),
     ("ALTER DATABASE postgres SET search_path = evil", N),
     ("ALTER ROLE reader SET search_path = evil", N),
+    // Never-permitted kinds nested in permitted ones: EXECUTE runs the
+    // module's own named statement (which sets the role).
+    ("CREATE TABLE stolen AS EXECUTE mcpd_set_role('vault')", N),
+    (
+        "CREATE TEMP TABLE stolen AS EXECUTE mcpd_set_role('vault')",
+        N,
+    ),
+    (
+        "EXPLAIN ANALYZE CREATE TEMP TABLE stolen AS EXECUTE mcpd_set_role('vault')",
+        N,
+    ),
+    (
+        "CREATE SCHEMA s CREATE TABLE x (a int) CREATE TRIGGER t BEFORE UPDATE ON x \
+         FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()",
+        N,
+    ),
     // Not SQL at all.
     ("", P),
     ("-- only a comment", P),
