@@ -282,3 +282,31 @@ fn profiles_are_checked_shown_and_enforced_on_postgresql_15() {
 fn profiles_are_checked_shown_and_enforced_on_postgresql_18() {
     profiles_are_checked_shown_and_enforced(PgVersion::V18);
 }
+
+/// A role or database default of `standard_conforming_strings = off` would
+/// make the server read `'\'` differently from the SQL policy's lexer, and
+/// turn what the policy saw as string literals into calls. The module
+/// always starts its sessions with it on.
+#[test]
+fn a_legacy_string_setting_cannot_make_the_server_read_what_the_policy_did_not() {
+    let mut db = Delegated::start(json!({}));
+    db.cluster.exec(
+        "postgres",
+        "ALTER ROLE mcp_service SET standard_conforming_strings = off; \
+         ALTER DATABASE postgres SET standard_conforming_strings = off;",
+    );
+    let reader = db.token("reader", &["sql-read"]);
+    let smuggled = "SELECT '\\', ' || (SELECT count(*) FROM ts_stat($q$SELECT pg_catalog.set_config($r$role$r$,$r$vault$r$,true)::tsvector$q$))::text || (SELECT string_agg(word,$s$ $s$) FROM ts_stat($q$SELECT secret::tsvector FROM vault_data$q$)) || (SELECT count(*) FROM ts_stat($q$SELECT pg_catalog.set_config($r$role$r$,$r$reader$r$,true)::tsvector$q$))::text || ' AS a --'";
+    // The host client fails the test if the canary comes back; the
+    // server must read the statement as the policy did: string literals.
+    let result = db.query_as(&reader, smuggled, json!([]));
+    assert_eq!(result["isError"], false, "{result}");
+    let text = result["structuredContent"].to_string();
+    assert!(text.contains("ts_stat"), "not read as a literal: {text}");
+    let settings = rows(&db.query_as(
+        &reader,
+        "SELECT current_setting('standard_conforming_strings') AS s",
+        json!([]),
+    ));
+    assert_eq!(settings, [json!({"s": "on"})]);
+}

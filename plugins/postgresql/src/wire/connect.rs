@@ -288,6 +288,10 @@ impl Connection {
             ("TimeZone", "UTC"),
             ("extra_float_digits", "3"),
             ("statement_timeout", statement_timeout.as_str()),
+            // The SQL policy lexes with pg_query, which reads backslashes
+            // in '…' literally: so must the server, whatever a role or
+            // database default says (a client value takes precedence).
+            ("standard_conforming_strings", "on"),
         ];
         frontend::startup_message(parameters.iter().copied(), &mut self.write_buf)?;
         self.flush()?;
@@ -403,6 +407,13 @@ impl Connection {
                         process_id: body.process_id(),
                         secret_key: body.secret_key(),
                     });
+                }
+                Message::ParameterStatus(body) if !super::message::parameter_is_safe(&body)? => {
+                    return Err(WireError::Protocol(
+                        "the server runs with a setting the SQL policy cannot trust \
+                         (standard_conforming_strings or client_encoding)"
+                            .into(),
+                    ));
                 }
                 Message::ParameterStatus(body)
                     if body.name().map_err(WireError::Io)? == "server_version" =>

@@ -4,7 +4,7 @@
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::backend::{
-    DataRowBody, ErrorResponseBody, Message, RowDescriptionBody,
+    DataRowBody, ErrorResponseBody, Message, ParameterStatusBody, RowDescriptionBody,
 };
 use postgres_protocol::message::frontend;
 use postgres_protocol::IsNull;
@@ -163,6 +163,19 @@ pub(super) fn owned_row(body: &DataRowBody) -> Result<Vec<Option<String>>, WireE
     Ok(row)
 }
 
+/// False for a reported setting the module relies on being as it set it
+/// at start-up: backslashes read literally in '…' (the policy's lexer
+/// does), and UTF-8 text.
+pub(super) fn parameter_is_safe(body: &ParameterStatusBody) -> Result<bool, WireError> {
+    let name = body.name().map_err(WireError::Io)?;
+    let value = body.value().map_err(WireError::Io)?;
+    Ok(match name {
+        "standard_conforming_strings" => value == "on",
+        "client_encoding" => value == "UTF8",
+        _ => true,
+    })
+}
+
 impl Connection {
     /// For messages a reader has no use for: passes over the ones that
     /// carry nothing it needs, and fails (retiring the connection) on the
@@ -177,8 +190,19 @@ impl Connection {
             | Message::ParameterDescription(_)
             | Message::CloseComplete
             | Message::NoticeResponse(_)
-            | Message::ParameterStatus(_)
             | Message::NotificationResponse(_) => Ok(()),
+            Message::ParameterStatus(body) => {
+                if parameter_is_safe(body)? {
+                    Ok(())
+                } else {
+                    // A statement changed how the server reads SQL or
+                    // sends text: nothing after it on this session is safe.
+                    self.mark_broken();
+                    Err(WireError::Protocol(
+                        "a statement changed standard_conforming_strings or client_encoding".into(),
+                    ))
+                }
+            }
             Message::CopyInResponse(_) | Message::CopyOutResponse(_) => {
                 // COPY is refused by the policy before it gets here; if it
                 // ever does, the connection's state is unknown.
