@@ -60,10 +60,24 @@ pub struct PgOptions {
     /// `scram-sha-256` (default), `md5`, `password`, `none`.
     #[serde(default)]
     pub require_auth: Option<Value>,
-    /// `"prefer"` (default): SCRAM binds to the TLS channel when the server
-    /// offers it; `"require"`: only a channel-bound SCRAM login over TLS.
+    /// `"prefer"`: SCRAM binds to the TLS channel when the server offers
+    /// it; `"require"`: only a channel-bound SCRAM login over TLS. Default:
+    /// `require` when TLS does not verify the server (`ssl.mode` require),
+    /// else `prefer`.
     #[serde(default)]
-    pub channel_binding: ChannelBindingMode,
+    pub channel_binding: Option<ChannelBindingMode>,
+}
+
+impl PgOptions {
+    /// `channelBinding` as it applies: without server verification, only
+    /// the channel binding keeps a man in the middle out.
+    pub fn channel_binding(&self) -> ChannelBindingMode {
+        self.channel_binding
+            .unwrap_or_else(|| match crate::wire::tls::mode_of(self.ssl.as_ref()) {
+                Ok(crate::wire::tls::SslMode::Require) => ChannelBindingMode::Require,
+                _ => ChannelBindingMode::Prefer,
+            })
+    }
 }
 
 /// `options.channelBinding`, as libpq's `channel_binding`.
@@ -208,7 +222,7 @@ pub fn parse(config: &Value) -> (Option<PgModuleConfig>, ConfigReport) {
     }
     let tls_on = crate::wire::tls::mode_of(parsed.options.ssl.as_ref())
         .is_ok_and(|mode| mode != crate::wire::tls::SslMode::Disable);
-    if parsed.options.channel_binding == ChannelBindingMode::Require && !tls_on {
+    if parsed.options.channel_binding == Some(ChannelBindingMode::Require) && !tls_on {
         error(
             "options.channelBinding",
             "\"require\" needs options.ssl (TLS)",

@@ -103,7 +103,7 @@ impl PgPool {
             }),
             tls,
             require_auth,
-            require_channel_binding: config.options.channel_binding
+            require_channel_binding: config.options.channel_binding()
                 == crate::config::ChannelBindingMode::Require,
         };
         let idle_timeout = match config.pool.idle_timeout_millis {

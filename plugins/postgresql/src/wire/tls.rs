@@ -100,6 +100,13 @@ pub fn mode_of(ssl: Option<&Value>) -> Result<SslMode, String> {
         ),
         // As libpq: a trusted CA given to `require` verifies the chain.
         (_, SslMode::Require) if options.get("ca").is_some() => Ok(SslMode::VerifyCa),
+        // Any name under any public CA would pass: anyone with a free
+        // certificate could sit in the middle.
+        (_, SslMode::VerifyCa) if options.get("ca").is_none() => Err(
+            "options.ssl.mode \"verify-ca\" needs options.ssl.ca (without it any \
+             publicly issued certificate for any name would pass)"
+                .into(),
+        ),
         _ => Ok(mode),
     }
 }
