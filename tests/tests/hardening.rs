@@ -310,3 +310,49 @@ fn a_legacy_string_setting_cannot_make_the_server_read_what_the_policy_did_not()
     ));
     assert_eq!(settings, [json!({"s": "on"})]);
 }
+
+/// Attribute notation calls a one-argument function without parentheses,
+/// on rows and on plain values: `(q).run` is `run(q)`. A database function
+/// that runs its argument as SQL (a common helper) must not be reachable
+/// that way unless the operator allowed it, even under the strict profile.
+#[test]
+fn attribute_notation_cannot_reach_functions_that_are_not_allowed() {
+    let mut db = Delegated::start(json!({}));
+    db.cluster.exec(
+        "postgres",
+        "CREATE FUNCTION public.run(q text) RETURNS text LANGUAGE plpgsql AS $$ \
+           DECLARE r text; BEGIN EXECUTE q INTO r; RETURN r; END $$; \
+         CREATE FUNCTION public.status(n notes) RETURNS text LANGUAGE sql AS 'SELECT 1::text';",
+    );
+    let reader = db.token("reader", &["sql-read"]);
+    let steal = "SELECT (q).run FROM (VALUES \
+        (1, $$SELECT set_config('role','vault',true)$$), \
+        (2, $$SELECT string_agg(secret, ',') FROM vault_data$$), \
+        (3, $$SELECT set_config('role','reader',true)$$)) v(o, q) ORDER BY o";
+    for sql in [
+        steal,
+        "SELECT v.run FROM (VALUES ($$SELECT 1$$)) v(run2) ",
+        "SELECT ('SELECT 1'::text).run",
+        "SELECT n.status FROM notes n",
+    ] {
+        let error = Host::tool_error(&db.query_as(&reader, sql, json!([])));
+        assert_eq!(error["error"], "SQL_FORBIDDEN_FUNCTION", "{sql}: {error}");
+        assert_eq!(error["reason"], "attribute-call", "{sql}: {error}");
+    }
+    // A column named like a function is fine without its table name.
+    let result = db.query_as(
+        &reader,
+        "SELECT status FROM (VALUES (1)) v(status)",
+        json!([]),
+    );
+    assert_eq!(rows(&result), [json!({"status": 1})]);
+    // Allowed by the operator: then it is a call like any other.
+    let mut allowed = Delegated::start(json!({"allowedFunctions": ["public.status"]}));
+    allowed.cluster.exec(
+        "postgres",
+        "CREATE FUNCTION public.status(n notes) RETURNS text LANGUAGE sql AS 'SELECT ''ok''::text';",
+    );
+    let reader = allowed.token("reader", &["sql-read"]);
+    let result = allowed.query_as(&reader, "SELECT n.status FROM notes n LIMIT 1", json!([]));
+    assert_eq!(rows(&result), [json!({"status": "ok"})]);
+}

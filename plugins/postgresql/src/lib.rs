@@ -41,6 +41,9 @@ pub struct PostgresModule {
     verdicts: policy::VerdictCache,
     profile: ProfileCheck,
     identities: IdentityCache,
+    /// The database's one-argument functions (for the policy's view of
+    /// attribute notation), loaded with the profile.
+    user_functions: policy::UserFunctions,
 }
 
 impl ModuleFactory for PostgresFactory {
@@ -112,6 +115,7 @@ impl ModuleFactory for PostgresFactory {
             types: TypeCache::default(),
             verdicts: policy::VerdictCache::default(),
             identities: IdentityCache::default(),
+            user_functions: policy::UserFunctions::default(),
         };
         tracing::info!("PostgreSQL connection initialized for {instance_name}");
         Ok(module)
@@ -123,14 +127,42 @@ impl PostgresModule {
     /// (or unknown: it is checked before the first call, and again once
     /// [`profile::RECHECK_AFTER`] has passed).
     fn ensure_service_account_safe(&self) -> Result<(), ToolError> {
-        let profile = match self.profile.fresh() {
+        let fresh = self.profile.fresh();
+        let names_stale = self.user_functions.is_stale(profile::RECHECK_AFTER);
+        if let (Some(profile), false) = (&fresh, names_stale) {
+            return self.profile.gate(profile);
+        }
+        let mut connection = self.pool.get()?;
+        let profile = match fresh {
             Some(profile) => profile,
-            None => {
-                let mut connection = self.pool.get()?;
-                self.profile.run(&self.instance_name, &mut connection)
-            }
+            None => self.profile.run(&self.instance_name, &mut connection),
         };
+        if names_stale {
+            self.load_user_functions(&mut connection)?;
+        }
         self.profile.gate(&profile)
+    }
+
+    /// Loads the names attribute notation can call (see
+    /// `policy::catalog`); a failure refuses the call rather than judging
+    /// with stale names.
+    fn load_user_functions(&self, connection: &mut wire::Connection) -> Result<(), ToolError> {
+        let result = connection
+            .simple_query(sql::USER_FUNCTIONS)
+            .map_err(|err| execute::connection_lost(&err))?;
+        if let Some(error) = result.error {
+            return Err(execute::database_error(&error));
+        }
+        let pairs = result
+            .rows
+            .into_iter()
+            .filter_map(|row| {
+                let mut fields = row.into_iter();
+                Some((fields.next()??, fields.next()??))
+            })
+            .collect();
+        self.user_functions.replace(pairs);
+        Ok(())
     }
 }
 

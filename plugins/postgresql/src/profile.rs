@@ -264,11 +264,13 @@ mod tests {
     #[test]
     fn setup_sql_quotes_names() {
         let sql = setup_sql("postgresql1", "svc \"x\"", &["al'ice".into()]);
-        assert!(sql.contains("ALTER ROLE \"svc \"\"x\"\"\" NOSUPERUSER"), "{sql}");
+        assert!(
+            sql.contains("ALTER ROLE \"svc \"\"x\"\"\" NOSUPERUSER"),
+            "{sql}"
+        );
         assert!(sql.contains("'al''ice', 'svc \"x\"'"), "{sql}");
         assert!(sql.contains(
             "REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC"
         ));
     }
-
 }

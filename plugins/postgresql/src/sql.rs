@@ -80,6 +80,18 @@ pub const PROFILE_16: &str = profile_sql!("m.inherit_option");
 /// role's privileges unless the member role is NOINHERIT.
 pub const PROFILE_15: &str = profile_sql!("r.rolinherit");
 
+/// Functions outside `pg_catalog` that take one argument (or more with
+/// defaults, or variadic ones): what attribute notation can call
+/// (`policy::catalog`).
+pub const USER_FUNCTIONS: &str = "\
+SELECT DISTINCT p.proname::pg_catalog.text, n.nspname::pg_catalog.text \
+FROM pg_catalog.pg_proc p \
+JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
+WHERE n.nspname OPERATOR(pg_catalog.<>) ALL ('{pg_catalog,information_schema}'::pg_catalog.name[]) \
+  AND (p.pronargs OPERATOR(pg_catalog.-) p.pronargdefaults) OPERATOR(pg_catalog.<=) 1 \
+  AND (p.pronargs OPERATOR(pg_catalog.>=) 1 OR p.provariadic OPERATOR(pg_catalog.<>) 0) \
+ORDER BY 1, 2";
+
 /// What `health` reports.
 pub const HEALTH: &str = "\
 SELECT pg_catalog.current_database()::pg_catalog.text, \
@@ -204,6 +216,7 @@ const ALL: &[&str] = &[
     IDENTITY,
     PROFILE_16,
     PROFILE_15,
+    USER_FUNCTIONS,
     HEALTH,
     TYPE_LOOKUP,
     SCHEMA,

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-use super::{analyze, AllowedFunctions, Refusal, Verdict};
+use super::{analyze, AllowedFunctions, Refusal, Snapshot, Verdict};
 
 /// Texts longer than this are analysed every time, never cached: a cache
 /// of huge texts would be memory on demand for any caller.
@@ -42,17 +42,28 @@ fn entry_bytes(result: &Result<Verdict, Refusal>) -> usize {
 }
 
 impl VerdictCache {
-    pub fn analyze(&self, sql: &str, allowed: &AllowedFunctions) -> Result<Verdict, Refusal> {
+    /// [`analyze`], remembered by the text and the function names'
+    /// generation (a new load of them can change a verdict).
+    pub fn analyze(
+        &self,
+        sql: &str,
+        allowed: &AllowedFunctions,
+        user_functions: &Snapshot,
+    ) -> Result<Verdict, Refusal> {
         if sql.len() > MAX_CACHED_SQL_BYTES {
-            return analyze(sql, allowed);
+            return analyze(sql, allowed, user_functions);
         }
-        let key: [u8; 32] = Sha256::digest(sql.as_bytes()).into();
+        let key: [u8; 32] = Sha256::new()
+            .chain_update(user_functions.generation.to_le_bytes())
+            .chain_update(sql.as_bytes())
+            .finalize()
+            .into();
         if let Ok(state) = self.state.lock() {
             if let Some(known) = state.entries.get(&key) {
                 return known.clone();
             }
         }
-        let verdict = analyze(sql, allowed);
+        let verdict = analyze(sql, allowed, user_functions);
         if let Ok(mut state) = self.state.lock() {
             let cost = entry_bytes(&verdict);
             if state.bytes + cost > CACHE_BUDGET_BYTES {
@@ -84,17 +95,18 @@ mod tests {
     fn bounded_in_bytes_whatever_the_texts() {
         let cache = VerdictCache::default();
         let none = AllowedFunctions::default();
+        let names = Snapshot::default();
         let big_literal = "x".repeat(MAX_CACHED_SQL_BYTES);
         assert!(cache
-            .analyze(&format!("SELECT '{big_literal}'"), &none)
+            .analyze(&format!("SELECT '{big_literal}'"), &none, &names)
             .is_ok());
         assert_eq!(cache.size().0, 0, "a text over the limit is not cached");
         for i in 0..20_000 {
             let sql = format!("SELECT {i} FROM t WHERE a = '{}'", "y".repeat(i % 1000));
-            assert!(cache.analyze(&sql, &none).is_ok());
+            assert!(cache.analyze(&sql, &none, &names).is_ok());
             assert!(cache.size().1 <= CACHE_BUDGET_BYTES);
         }
-        let again = cache.analyze("SELECT 1", &none);
-        assert_eq!(again, cache.analyze("SELECT 1", &none));
+        let again = cache.analyze("SELECT 1", &none, &names);
+        assert_eq!(again, cache.analyze("SELECT 1", &none, &names));
     }
 }

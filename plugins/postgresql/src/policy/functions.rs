@@ -198,7 +198,7 @@ impl AllowedFunctions {
     }
 
     /// `schema.name` is allowed, by its own entry or its schema's wildcard.
-    fn admits_qualified(&self, schema: &str, name: &str) -> bool {
+    pub(super) fn admits_qualified(&self, schema: &str, name: &str) -> bool {
         self.entries
             .iter()
             .any(|(s, n)| s == schema && (n == name || n == "*"))

@@ -10,6 +10,7 @@
 //! DEFAULT, an index expression or an EXPLAIN target are all seen.
 
 mod cache;
+pub mod catalog;
 pub mod functions;
 #[cfg(test)]
 mod fuzz;
@@ -17,6 +18,8 @@ mod statements;
 mod walk;
 
 pub use cache::VerdictCache;
+pub use catalog::{Snapshot, UserFunctions};
+
 pub use functions::AllowedFunctions;
 
 use mcp_delegate_plugin_api::codes;
@@ -111,13 +114,18 @@ impl Refusal {
 /// Classifies `sql` and checks it against the caller's delegated roles.
 #[cfg(test)]
 pub fn check(sql: &str, delegated_roles: &[String]) -> Result<Verdict, Refusal> {
-    let verdict = analyze(sql, &AllowedFunctions::default())?;
+    let verdict = analyze(sql, &AllowedFunctions::default(), &Snapshot::default())?;
     authorize(&verdict, delegated_roles)?;
     Ok(verdict)
 }
 
-/// What a statement is, whoever runs it (cacheable by SQL text and config).
-pub fn analyze(sql: &str, allowed: &AllowedFunctions) -> Result<Verdict, Refusal> {
+/// What a statement is, whoever runs it (cacheable by SQL text, config and
+/// the database's function names).
+pub fn analyze(
+    sql: &str,
+    allowed: &AllowedFunctions,
+    user_functions: &Snapshot,
+) -> Result<Verdict, Refusal> {
     let parsed = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).map_err(|err| {
         Refusal::new(
             codes::SQL_PARSE_ERROR,
@@ -164,7 +172,7 @@ pub fn analyze(sql: &str, allowed: &AllowedFunctions) -> Result<Verdict, Refusal
             format!("the parse tree could not be read: {err}"),
         )
     })?;
-    let mut walker = walk::Walker::new(allowed);
+    let mut walker = walk::Walker::new(allowed, user_functions);
     walker.walk(&tree);
     let findings = walker.findings;
     if let Some((kind, reason)) = findings.never_statement {
@@ -469,7 +477,7 @@ mod tests {
         assert_eq!(class_of("CALL p()"), Err(codes::SQL_FORBIDDEN_FUNCTION));
         let allowed = AllowedFunctions::parse(&["public.p".into()]).unwrap();
         assert_eq!(
-            analyze("CALL public.p()", &allowed).map(|v| v.class),
+            analyze("CALL public.p()", &allowed, &Snapshot::default()).map(|v| v.class),
             Ok(StatementClass::Admin)
         );
         assert_eq!(

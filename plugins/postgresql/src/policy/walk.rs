@@ -6,6 +6,7 @@
 
 use serde_json::Value;
 
+use super::catalog::Snapshot;
 use super::functions::{
     decide_function, decide_operator, denied_in_attribute_notation, AllowedFunctions, CallDecision,
     Denied,
@@ -82,13 +83,15 @@ fn is_system_relation(range_var: &Value) -> Option<String> {
 
 pub struct Walker<'a> {
     allowed: &'a AllowedFunctions,
+    user_functions: &'a Snapshot,
     pub findings: Findings,
 }
 
 impl<'a> Walker<'a> {
-    pub fn new(allowed: &'a AllowedFunctions) -> Self {
+    pub fn new(allowed: &'a AllowedFunctions, user_functions: &'a Snapshot) -> Self {
         Self {
             allowed,
+            user_functions,
             findings: Findings::default(),
         }
     }
@@ -143,7 +146,9 @@ impl<'a> Walker<'a> {
         );
     }
 
-    /// `t.f` and `(t).f` call `f(t)` when `t` has no column `f`.
+    /// `t.f` and `(x).f` call `f(t)` when `t` has no column `f`, and on
+    /// plain values too: judged as a call of every one-argument `f` the
+    /// database has (see [`super::catalog`]).
     fn attribute(&mut self, name: &str) {
         if let Some(category) = denied_in_attribute_notation(name) {
             let never = super::functions::NEVER_CATEGORIES.contains(&category)
@@ -152,6 +157,24 @@ impl<'a> Walker<'a> {
                 || name.to_owned(),
                 false,
                 CallDecision::Deny(Denied { category, never }),
+            );
+            return;
+        }
+        let Some(schemas) = self.user_functions.schemas_of(name) else {
+            return;
+        };
+        let allowed = self.allowed;
+        if let Some(schema) = schemas
+            .iter()
+            .find(|schema| !allowed.admits_qualified(schema, name))
+        {
+            self.judge(
+                || format!("{schema}.{name}"),
+                false,
+                CallDecision::Deny(Denied {
+                    category: "attribute-call",
+                    never: false,
+                }),
             );
         }
     }

@@ -118,11 +118,23 @@ pub fn run(
         }
     };
     let identity = identity(context)?;
-    let verdict = module
-        .verdicts
-        .analyze(sql, &module.config.allowed)
-        .map_err(refusal_error)?;
-    policy::authorize(&verdict, &context.delegated_roles).map_err(refusal_error)?;
+    // Judged with the function names known now (refusals need no
+    // database), then again if checking the service account loaded newer
+    // ones.
+    let judge = || {
+        let names = module.user_functions.current();
+        let verdict = module
+            .verdicts
+            .analyze(sql, &module.config.allowed, &names)
+            .map_err(refusal_error)?;
+        policy::authorize(&verdict, &context.delegated_roles).map_err(refusal_error)?;
+        Ok::<_, ToolError>((verdict, names.generation))
+    };
+    let (mut verdict, generation) = judge()?;
+    module.ensure_service_account_safe()?;
+    if module.user_functions.current().generation != generation {
+        verdict = judge()?.0;
+    }
     if verdict.parameter_count != params.len() {
         return Err(ToolError::new(
             codes::SQL_PARAMETER_COUNT,
@@ -135,7 +147,6 @@ pub fn run(
         .with("expected", verdict.parameter_count)
         .with("given", params.len()));
     }
-    module.ensure_service_account_safe()?;
     let delegation = Delegation {
         identity,
         read_only: verdict.class == StatementClass::Read,

@@ -144,7 +144,7 @@ fn nothing_panics_analyze() {
         2 => read_candidates(),
     ];
     run(strategy, |sql| {
-        let _ = analyze(&sql, &allowed);
+        let _ = analyze(&sql, &allowed, &super::Snapshot::default());
         Ok(())
     });
 }
@@ -155,7 +155,7 @@ fn hidden_never_allowed_calls_are_always_refused() {
     run(hidden_never_call(), |hidden| {
         let expected = denied_categories(hidden.function);
         for allowed in &configs {
-            match analyze(&hidden.sql, allowed) {
+            match analyze(&hidden.sql, allowed, &super::Snapshot::default()) {
                 Ok(verdict) => {
                     return Err(TestCaseError::fail(format!(
                         "{:?} admitted as {:?}: it calls {}",

@@ -148,7 +148,7 @@ fn what_is_admitted_as_a_read_only_reads() {
     let admitted = std::cell::Cell::new(0usize);
     let refused = std::cell::Cell::new(0usize);
     run(read_candidates(), |sql| {
-        match analyze(&sql, &allowed) {
+        match analyze(&sql, &allowed, &super::super::Snapshot::default()) {
             Ok(verdict) if verdict.class == StatementClass::Read => {
                 admitted.set(admitted.get() + 1);
                 let violations = oracle_violations(&sql);
