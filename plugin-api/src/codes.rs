@@ -39,6 +39,8 @@ pub const SQL_MULTIPLE_STATEMENTS: &str = "SQL_MULTIPLE_STATEMENTS";
 pub const SQL_NOT_PERMITTED: &str = "SQL_NOT_PERMITTED";
 /// The statement calls a function refused for every role.
 pub const SQL_FORBIDDEN_FUNCTION: &str = "SQL_FORBIDDEN_FUNCTION";
+/// The statement is larger than the module parses (`maxSqlTokens`).
+pub const SQL_TOO_LARGE: &str = "SQL_TOO_LARGE";
 /// The number of parameters does not match the statement's `$n`.
 pub const SQL_PARAMETER_COUNT: &str = "SQL_PARAMETER_COUNT";
 /// PostgreSQL refused or failed the statement (details: sqlstate, detail, hint).
@@ -79,6 +81,7 @@ pub const ALL: &[&str] = &[
     SQL_MULTIPLE_STATEMENTS,
     SQL_NOT_PERMITTED,
     SQL_FORBIDDEN_FUNCTION,
+    SQL_TOO_LARGE,
     SQL_PARAMETER_COUNT,
     DATABASE_ERROR,
     STATEMENT_TIMEOUT,

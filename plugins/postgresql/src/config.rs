@@ -40,6 +40,10 @@ pub struct PgModuleConfig {
     /// Parsed from `allowed_functions` by [`parse`].
     #[serde(skip)]
     pub(crate) allowed: crate::policy::AllowedFunctions,
+    /// Most tokens of a statement the policy parses (parsing costs about
+    /// 2 KiB a token); longer statements are refused unparsed.
+    #[serde(default = "default_max_sql_tokens")]
+    pub max_sql_tokens: usize,
     /// Most bytes of a result's JSON (its `rows` and the rest); the rows
     /// past it are dropped and the result says `truncatedBy: "bytes"`.
     #[serde(default = "default_max_result_bytes")]
@@ -173,6 +177,9 @@ fn default_statement_timeout() -> u64 {
 fn default_max_rows() -> u64 {
     1000
 }
+fn default_max_sql_tokens() -> usize {
+    10_000
+}
 fn default_max_result_bytes() -> usize {
     16 * 1024 * 1024
 }
@@ -227,6 +234,9 @@ pub fn parse(config: &Value) -> (Option<PgModuleConfig>, ConfigReport) {
             "options.channelBinding",
             "\"require\" needs options.ssl (TLS)",
         );
+    }
+    if parsed.max_sql_tokens < 100 {
+        error("maxSqlTokens", "must be at least 100");
     }
     if parsed.max_result_bytes < 4096 {
         error("maxResultBytes", "must be at least 4096");

@@ -107,13 +107,14 @@ impl ModuleFactory for PostgresFactory {
             parsed.port
         );
         let pool = PgPool::new(instance_name, &parsed)?;
+        let max_sql_tokens = parsed.max_sql_tokens;
         let module = PostgresModule {
             instance_name: instance_name.to_owned(),
             profile: ProfileCheck::new(parsed.service_account_check),
             config: parsed,
             pool,
             types: TypeCache::default(),
-            verdicts: policy::VerdictCache::default(),
+            verdicts: policy::VerdictCache::new(max_sql_tokens),
             identities: IdentityCache::default(),
             user_functions: policy::UserFunctions::default(),
         };

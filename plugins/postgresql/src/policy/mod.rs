@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod functions;
 #[cfg(test)]
 mod fuzz;
+mod size;
 mod statements;
 mod walk;
 
