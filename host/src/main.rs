@@ -31,6 +31,11 @@ fn limit_malloc_arenas() {
     // other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        // Results and messages of megabytes are allocated and freed per
+        // call: a fixed threshold keeps them in their own mappings, given
+        // back when freed. (glibc's default threshold grows to 32 MiB after
+        // the first large free, and then keeps such blocks on the heap.)
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
     }
 }
 

@@ -61,6 +61,55 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
+/// What a JSON string needs escaped, as serde_json escapes it (so that
+/// text written with [`escape_into`] is byte for byte serde_json's): `"`,
+/// `\\`, and control characters (`\\b \\t \\n \\f \\r`, the others as
+/// `\\u00xx`).
+pub fn escape_of(byte: u8) -> Option<&'static [u8]> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    static UNICODE: [[u8; 6]; 32] = {
+        let mut table = [[0u8; 6]; 32];
+        let mut i = 0;
+        while i < 32 {
+            table[i] = [b'\\', b'u', b'0', b'0', HEX[i >> 4], HEX[i & 0xf]];
+            i += 1;
+        }
+        table
+    };
+    Some(match byte {
+        b'"' => b"\\\"",
+        b'\\' => b"\\\\",
+        0x08 => b"\\b",
+        0x09 => b"\\t",
+        0x0a => b"\\n",
+        0x0c => b"\\f",
+        0x0d => b"\\r",
+        0x00..=0x1f => &UNICODE[byte as usize],
+        _ => return None,
+    })
+}
+
+/// Appends the contents of a JSON string for `text` (without quotes).
+pub fn escape_into(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (index, &byte) in bytes.iter().enumerate() {
+        if let Some(escaped) = escape_of(byte) {
+            out.extend_from_slice(&bytes[start..index]);
+            out.extend_from_slice(escaped);
+            start = index + 1;
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// The length [`escape_into`] writes for `text`.
+pub fn escaped_len(text: &[u8]) -> usize {
+    text.iter()
+        .map(|&byte| escape_of(byte).map_or(1, <[u8]>::len))
+        .sum()
+}
+
 /// [`check`] for text.
 pub fn is_valid(text: &str) -> bool {
     check(text.as_bytes()).is_ok()
@@ -117,6 +166,19 @@ mod tests {
         ] {
             assert!(check(good).is_ok(), "{}", String::from_utf8_lossy(good));
         }
+    }
+
+    #[test]
+    fn escaping_is_serde_jsons() {
+        let every_byte: String = (0u8..=127)
+            .map(char::from)
+            .chain("é😀\u{2028}".chars())
+            .collect();
+        let mut ours = vec![b'"'];
+        escape_into(&mut ours, &every_byte);
+        ours.push(b'"');
+        assert_eq!(ours, serde_json::to_vec(&every_byte).unwrap());
+        assert_eq!(escaped_len(every_byte.as_bytes()) + 2, ours.len());
     }
 
     #[test]

@@ -91,6 +91,26 @@ fn no_query_makes_the_host_hold_more_than_its_result_budget() {
         assert!(size > MAX_RESULT_BYTES - MIB, "{size} bytes: cut too early");
     }
 
+    // Values that grow when written (a control character becomes six
+    // bytes of JSON): judged by what they would grow to, before writing.
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, reader) = (url.clone(), reader.clone());
+            std::thread::spawn(move || {
+                call(
+                    &url,
+                    &reader,
+                    "SELECT x FROM (VALUES (1, ''), (2, repeat(chr(1), 16000000))) v(o, x) ORDER BY o",
+                )
+            })
+        })
+        .collect();
+    for thread in threads {
+        let result = thread.join().unwrap();
+        let structured = &result["structuredContent"];
+        assert_eq!(structured["truncatedBy"], "bytes", "{result}");
+        assert_eq!(structured["rowCount"], 1, "{result}");
+    }
     let concurrent_in = started.elapsed();
 
     // 2,000 distinct 200 KB statements: the verdict and statement caches

@@ -37,6 +37,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::header;
 use hyper::body::{Body, Frame, SizeHint};
+use mcp_delegate_plugin_api::json_text::{escape_into, escaped_len};
 use rmcp::model::ProtocolVersion;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -264,54 +265,6 @@ pub fn recognize<'a>(
     })
 }
 
-/// What a JSON string needs escaped, as serde_json escapes it (the
-/// responses must be byte for byte rmcp's): `"`, `\\`, and control
-/// characters (`\\b \\t \\n \\f \\r`, the rest as `\\u00xx`).
-fn escape_of(byte: u8) -> Option<&'static [u8]> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    static UNICODE: [[u8; 6]; 32] = {
-        let mut table = [[0u8; 6]; 32];
-        let mut i = 0;
-        while i < 32 {
-            table[i] = [b'\\', b'u', b'0', b'0', HEX[i >> 4], HEX[i & 0xf]];
-            i += 1;
-        }
-        table
-    };
-    Some(match byte {
-        b'"' => b"\\\"",
-        b'\\' => b"\\\\",
-        0x08 => b"\\b",
-        0x09 => b"\\t",
-        0x0a => b"\\n",
-        0x0c => b"\\f",
-        0x0d => b"\\r",
-        0x00..=0x1f => &UNICODE[byte as usize],
-        _ => return None,
-    })
-}
-
-/// Appends the contents of a JSON string for `text` (without quotes).
-fn escape_into(out: &mut Vec<u8>, text: &str) {
-    let bytes = text.as_bytes();
-    let mut start = 0;
-    for (index, &byte) in bytes.iter().enumerate() {
-        if let Some(escaped) = escape_of(byte) {
-            out.extend_from_slice(&bytes[start..index]);
-            out.extend_from_slice(escaped);
-            start = index + 1;
-        }
-    }
-    out.extend_from_slice(&bytes[start..]);
-}
-
-/// The length [`escape_into`] writes for `text`.
-fn escaped_len(text: &str) -> usize {
-    text.bytes()
-        .map(|byte| escape_of(byte).map_or(1, <[u8]>::len))
-        .sum()
-}
-
 /// Appends `text` as a JSON string.
 fn push_json_string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
@@ -356,7 +309,7 @@ impl ResultBody {
             .iter()
             .map(|part| match part {
                 Part::Ready(bytes) => bytes.len(),
-                Part::Escaped { raw, .. } => escaped_len(raw.as_str()),
+                Part::Escaped { raw, .. } => escaped_len(raw.as_str().as_bytes()),
             })
             .sum::<usize>() as u64;
         Self {
@@ -594,18 +547,6 @@ mod tests {
         let mut missing = headers.clone();
         missing.remove("mcp-name");
         no(&modern_call, &missing);
-    }
-
-    #[test]
-    fn escaping_is_serde_jsons() {
-        let every_byte: String = (0u8..=127)
-            .map(char::from)
-            .chain("é😀\u{2028}".chars())
-            .collect();
-        let mut ours = Vec::new();
-        push_json_string(&mut ours, &every_byte);
-        assert_eq!(ours, serde_json::to_vec(&every_byte).unwrap());
-        assert_eq!(escaped_len(&every_byte) + 2, ours.len());
     }
 
     #[test]

@@ -118,6 +118,20 @@ impl<'a> ResultWriter<'a> {
         String::from_utf8(self.out).unwrap_or_default()
     }
 
+    /// A row that does not fit: the first one is an error, a later one
+    /// ends the result.
+    fn does_not_fit(&mut self, wire_len: usize) -> Flow {
+        if self.rows == 0 {
+            self.too_large = true;
+            return if self.may_abandon {
+                Flow::Abandon
+            } else {
+                Flow::Continue
+            };
+        }
+        self.drop_row(wire_len, Truncation::Bytes)
+    }
+
     fn drop_row(&mut self, wire_len: usize, why: Truncation) -> Flow {
         self.truncated.get_or_insert(why);
         self.dropped_bytes += wire_len as u64;
@@ -125,6 +139,27 @@ impl<'a> ResultWriter<'a> {
             Flow::Abandon
         } else {
             Flow::Continue
+        }
+    }
+}
+
+/// The most bytes `write_json` can write for a value of `shape` whose text
+/// is `value` (`None`: NULL).
+fn json_bound(value: Option<&[u8]>, shape: &Shape) -> usize {
+    let Some(text) = value else {
+        return 4;
+    };
+    match shape {
+        Shape::Bool => 5,
+        // Base64 of the bytes a hex text holds is shorter than the text.
+        Shape::Bytea => text.len() + 2,
+        Shape::Timestamp | Shape::TimestampTz => text.len() + 8,
+        // Elements may gain quotes and escapes: up to six bytes a byte.
+        Shape::Array(_) => 6 * text.len() + 2,
+        // Numbers are at most their text; strings and invalid JSON are
+        // escaped; valid JSON is copied minified.
+        Shape::Integer | Shape::Float | Shape::ExactString | Shape::Json | Shape::Text => {
+            mcp_delegate_plugin_api::json_text::escaped_len(text) + 2
         }
     }
 }
@@ -196,6 +231,20 @@ impl RowSink for ResultWriter<'_> {
         while let Some(range) = fallible_iterator::FallibleIterator::next(&mut ranges)? {
             self.cells.push(range);
         }
+        // What the row can come to at most, before anything is written: a
+        // value may grow (an escaped control character takes six bytes).
+        let bound: usize = 3 + self
+            .plan
+            .iter()
+            .map(|plan| {
+                let value = self.cells.get(plan.column).cloned().flatten();
+                let shape = self.shapes.get(plan.column).unwrap_or(&Shape::Text);
+                plan.key.len() + 1 + json_bound(value.map(|range| &buffer[range]), shape)
+            })
+            .sum::<usize>();
+        if self.out.len() + bound + SUFFIX_RESERVE > self.budget {
+            return Ok(self.does_not_fit(wire_len));
+        }
         let mark = self.out.len();
         if self.rows > 0 {
             self.out.push(b',');
@@ -217,30 +266,18 @@ impl RowSink for ResultWriter<'_> {
         }
         self.out.push(b'}');
         if self.out.len() + SUFFIX_RESERVE > self.budget {
+            // The bound held; kept as a second line of defence.
             self.out.truncate(mark);
-            if self.rows == 0 {
-                self.too_large = true;
-                return Ok(if self.may_abandon {
-                    Flow::Abandon
-                } else {
-                    Flow::Continue
-                });
-            }
-            return Ok(self.drop_row(wire_len, Truncation::Bytes));
+            return Ok(self.does_not_fit(wire_len));
         }
         self.rows += 1;
         Ok(Flow::Continue)
     }
 
     fn oversized(&mut self, wire_len: usize) -> Flow {
-        if self.rows == 0 && self.truncated.is_none() {
-            self.too_large = true;
-            return if self.may_abandon {
-                Flow::Abandon
-            } else {
-                Flow::Continue
-            };
+        if self.truncated.is_some() {
+            return self.drop_row(wire_len, Truncation::Bytes);
         }
-        self.drop_row(wire_len, Truncation::Bytes)
+        self.does_not_fit(wire_len)
     }
 }

@@ -210,6 +210,7 @@ impl Connection {
         let mut connection = Connection {
             stream,
             read_buf: BytesMut::with_capacity(INITIAL_BUFFER),
+            buffer_grew: false,
             write_buf: BytesMut::with_capacity(4 * 1024),
             broken: false,
             statements: super::SessionStatements::default(),

@@ -224,6 +224,7 @@ impl Connection {
         if result.is_err() {
             self.broken = true;
         }
+        self.shrink();
         result
     }
 

@@ -84,6 +84,8 @@ impl CancelKey {
 pub struct Connection {
     stream: connect::Stream,
     read_buf: BytesMut,
+    /// `read_buf` was grown for a large message (see `read::shrink`).
+    buffer_grew: bool,
     write_buf: BytesMut,
     /// Set when the connection's state is unknown: r2d2 then drops it.
     broken: bool,

@@ -79,6 +79,7 @@ impl Connection {
         if result.as_ref().map_or(true, |batch| batch.abandoned) {
             self.broken = true;
         }
+        self.shrink();
         result
     }
 

@@ -73,6 +73,9 @@ pub(super) fn oversized_error() -> DbError {
 impl Connection {
     /// Buffers at least `wanted` bytes.
     fn fill(&mut self, wanted: usize) -> Result<(), WireError> {
+        if wanted > INITIAL_BUFFER {
+            self.buffer_grew = true;
+        }
         while self.read_buf.len() < wanted {
             let start = self.read_buf.len();
             let chunk = (wanted - start).clamp(INITIAL_BUFFER, MAX_READ_CHUNK);
@@ -134,12 +137,19 @@ impl Connection {
         Ok(())
     }
 
-    /// A fresh small buffer once a large one has been read out.
-    fn shrink(&mut self) {
-        if self.read_buf.capacity() > SHRINK_ABOVE && self.read_buf.len() <= INITIAL_BUFFER {
+    /// A fresh small buffer once a large one has been read out (also at
+    /// the end of every request: an idle pooled connection must not keep a
+    /// large result's buffer).
+    pub(super) fn shrink(&mut self) {
+        // A message split off the buffer shares its allocation: the
+        // buffer's own capacity does not show how large that is, so a
+        // flag remembers that it grew.
+        let grown = self.buffer_grew || self.read_buf.capacity() > SHRINK_ABOVE;
+        if grown && self.read_buf.len() <= INITIAL_BUFFER {
             let mut fresh = bytes::BytesMut::with_capacity(INITIAL_BUFFER);
             fresh.extend_from_slice(&self.read_buf);
             self.read_buf = fresh;
+            self.buffer_grew = false;
         }
     }
 
