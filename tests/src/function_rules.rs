@@ -92,6 +92,9 @@ pub const NAMED_DENIALS: &[(&str, &[&str])] = &[
             "setseed",
             "pg_export_snapshot",
             "pg_isolation_test_session_is_blocked",
+            // The pooled session's prepared statements are other callers'
+            // SQL text.
+            "pg_prepared_statement",
         ],
     ),
     (

@@ -238,6 +238,11 @@ const CASES: &[(&str, &str)] = &[
         "SELECT n.body FROM notes n JOIN orders o ON o.note_id = n.id",
         OK,
     ),
+    // Statements earlier callers prepared on the pooled session: their
+    // SQL text.
+    ("SELECT name, statement FROM pg_prepared_statements", F),
+    ("SELECT * FROM pg_catalog.pg_prepared_statements", F),
+    ("SELECT statement FROM pg_prepared_statement()", F),
     // The database says no, as the reader.
     ("SELECT * FROM secrets", D),
     ("SELECT nextval('notes_id_seq')", N),

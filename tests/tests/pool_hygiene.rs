@@ -196,7 +196,8 @@ fn a_read_leaves_nothing_in_the_session() {
     // The planting functions are allowed: session hygiene is what this tests.
     let mut db = Delegated::start(json!({
         "pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 3000},
-        "allowedFunctions": ["public.plant_statement", "public.leave_traces", "public.fake_internals"]
+        "allowedFunctions": ["public.plant_statement", "public.leave_traces",
+            "public.fake_internals", "public.prepared_by_sql"]
     }));
     db.cluster.exec(
         "postgres",
@@ -215,11 +216,14 @@ fn a_read_leaves_nothing_in_the_session() {
            EXECUTE 'PREPARE mcpd_set_role(text) AS SELECT $1'; \
            EXECUTE 'SET ROLE writer'; \
            RETURN QUERY SELECT body FROM notes; END $$; \
-         GRANT EXECUTE ON FUNCTION plant_statement(), leave_traces(), fake_internals() TO reader;",
+         CREATE FUNCTION prepared_by_sql() RETURNS bigint LANGUAGE sql AS \
+           'SELECT count(*) FROM pg_prepared_statements WHERE from_sql'; \
+         GRANT EXECUTE ON FUNCTION plant_statement(), leave_traces(), fake_internals(), \
+           prepared_by_sql() TO reader;",
     );
     let reader = db.token("reader", &["sql-read"]);
     let checks = "SELECT current_user AS u, \
-        (SELECT count(*) FROM pg_prepared_statements WHERE from_sql) AS prepared, \
+        prepared_by_sql() AS prepared, \
         (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS locks, \
         current_setting('application_name') AS app, current_setting('search_path') AS path, \
         (SELECT count(*) FROM pg_listening_channels()) AS listening, \

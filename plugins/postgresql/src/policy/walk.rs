@@ -81,6 +81,22 @@ fn is_system_relation(range_var: &Value) -> Option<String> {
     })
 }
 
+/// Relations that show the pooled session's state left by other callers:
+/// `pg_prepared_statements` lists the statements (and SQL text) that
+/// earlier calls, of any identity, prepared on the connection.
+fn session_relation(range_var: &Value) -> Option<&'static str> {
+    let schema = range_var
+        .get("schemaname")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let name = range_var
+        .get("relname")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    (matches!(schema, "" | "pg_catalog") && name == "pg_prepared_statements")
+        .then_some("pg_prepared_statements")
+}
+
 pub struct Walker<'a> {
     allowed: &'a AllowedFunctions,
     user_functions: &'a Snapshot,
@@ -258,6 +274,18 @@ impl<'a> Walker<'a> {
                     if let Some(range_var) = relation.pointer("/node/RangeVar") {
                         self.write_target(range_var);
                     }
+                }
+            }
+            "RangeVar" => {
+                if let Some(name) = session_relation(child) {
+                    self.judge(
+                        || name.to_owned(),
+                        false,
+                        CallDecision::Deny(Denied {
+                            category: "session-state",
+                            never: true,
+                        }),
+                    );
                 }
             }
             "LockingClause" => self.findings.locks_rows = true,
