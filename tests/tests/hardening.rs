@@ -24,7 +24,9 @@ GRANT USAGE ON SEQUENCE notes_id_seq TO su, bypass, creator, repl, stranger;
 ";
 
 fn identities_that_must_not_be_used_run_nothing(version: PgVersion) {
-    let mut db = Delegated::start_on(version, json!({}));
+    // The account can switch to powerful roles, so its profile is unsafe:
+    // "warn" lets the identity check be what refuses.
+    let mut db = Delegated::start_on(version, json!({"serviceAccountCheck": "warn"}));
     db.cluster.exec("postgres", POWERFUL_ROLES);
     let long = "x".repeat(70);
     let refused = [
@@ -226,6 +228,21 @@ fn profiles_are_checked_shown_and_enforced(version: PgVersion) {
         .logs()
         .iter()
         .any(|line| line.contains("serving anyway")));
+
+    // An account that can reach a superuser through a delegated role's
+    // memberships is unsafe too.
+    db.cluster.exec(
+        "postgres",
+        "ALTER ROLE mcp_service NOCREATEROLE; CREATE ROLE dba SUPERUSER NOLOGIN; \
+         GRANT dba TO reader;",
+    );
+    let (health, _) = profile(&mut db);
+    assert_eq!(health["profile"], "unsafe", "{health}");
+    assert!(
+        health["profileReason"].as_str().unwrap().contains("dba"),
+        "{health}"
+    );
+    db.cluster.exec("postgres", "REVOKE dba FROM reader");
 
     // An account that inherits a delegated role's privileges is unsafe
     // too (before 16 by its INHERIT attribute, from 16 by the grant).

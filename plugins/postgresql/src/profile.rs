@@ -78,6 +78,16 @@ fn judge(row: &[Option<String>]) -> Profile {
     if let Some((_, reason)) = unsafe_because.iter().find(|(hit, _)| *hit) {
         return Profile::Unsafe((*reason).to_owned());
     }
+    // A role it can switch to through its memberships, however indirect,
+    // that makes delegation meaningless: code in a statement that switched
+    // roles would become it.
+    let reachable = text(9);
+    if !reachable.is_empty() {
+        return Profile::Unsafe(format!(
+            "the service account can become {reachable} through its memberships \
+             (a superuser, BYPASSRLS, CREATEROLE, REPLICATION or predefined pg_* role)"
+        ));
+    }
     if count(7) == 0 {
         Profile::Strict
     } else {
@@ -233,7 +243,11 @@ mod tests {
     use super::*;
 
     fn row(values: [&str; 9]) -> Vec<Option<String>> {
-        values.iter().map(|v| Some((*v).to_owned())).collect()
+        values
+            .iter()
+            .map(|v| Some((*v).to_owned()))
+            .chain(std::iter::once(None))
+            .collect()
     }
 
     #[test]
@@ -259,6 +273,9 @@ mod tests {
             assert!(matches!(judge(&row(bad)), Profile::Unsafe(_)), "{index}");
         }
         assert!(matches!(judge(&[]), Profile::Unsafe(_)));
+        let mut reaching = row(safe);
+        reaching[9] = Some("dba".into());
+        assert!(matches!(judge(&reaching), Profile::Unsafe(r) if r.contains("dba")));
     }
 
     #[test]

@@ -66,7 +66,18 @@ macro_rules! profile_sql {
                         AND a.grantee OPERATOR(pg_catalog.<>) r.oid \
                         AND a.grantee OPERATOR(pg_catalog.<>) p.proowner)::pg_catalog.text, \
                     pg_catalog.has_function_privilege('pg_catalog.set_config(text,text,boolean)', \
-                                                      'EXECUTE')::pg_catalog.text \
+                                                      'EXECUTE')::pg_catalog.text, \
+                    (WITH RECURSIVE reach(oid) AS ( \
+                       SELECT m.roleid FROM pg_catalog.pg_auth_members m \
+                        WHERE m.member OPERATOR(pg_catalog.=) r.oid \
+                       UNION \
+                       SELECT m.roleid FROM pg_catalog.pg_auth_members m \
+                       JOIN reach ON m.member OPERATOR(pg_catalog.=) reach.oid) \
+                     SELECT pg_catalog.string_agg(x.rolname::pg_catalog.text, ', ' \
+                                                  ORDER BY x.rolname) \
+                     FROM reach JOIN pg_catalog.pg_roles x ON x.oid OPERATOR(pg_catalog.=) reach.oid \
+                     WHERE x.rolsuper OR x.rolbypassrls OR x.rolcreaterole OR x.rolreplication \
+                        OR pg_catalog.starts_with(x.rolname::pg_catalog.text, 'pg_')) \
              FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER"
         )
     };
