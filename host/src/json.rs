@@ -68,9 +68,10 @@ impl RawJson {
         }
     }
 
-    /// The tree, for callers that need one (the rmcp path).
-    pub fn to_value(&self) -> Value {
-        serde_json::from_str(self.as_str()).unwrap_or(Value::Null)
+    /// The tree, for callers that need one (the rmcp path); `Err` for
+    /// text serde_json will not build a tree of (nested past 128 levels).
+    pub fn to_value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_str(self.as_str())
     }
 }
 

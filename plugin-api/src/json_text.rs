@@ -115,6 +115,34 @@ pub fn is_valid(text: &str) -> bool {
     check(text.as_bytes()).is_ok()
 }
 
+/// How deeply arrays and objects nest in valid JSON `text`.
+pub fn depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in text.as_bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Appends valid JSON `text` without the white space between tokens.
 pub fn write_minified(out: &mut Vec<u8>, text: &str) {
     let mut in_string = false;
@@ -179,6 +207,12 @@ mod tests {
         ours.push(b'"');
         assert_eq!(ours, serde_json::to_vec(&every_byte).unwrap());
         assert_eq!(escaped_len(every_byte.as_bytes()) + 2, ours.len());
+    }
+
+    #[test]
+    fn depth_counts_nesting_outside_strings() {
+        assert_eq!(depth("1"), 0);
+        assert_eq!(depth(r#"{"a": [1, {"b": "[[["}]}"#), 3);
     }
 
     #[test]

@@ -451,9 +451,14 @@ impl ServerHandler for McpHandler {
                 ))
                 .into())
             }
-            ToolCallReply::Completed(Ok(raw)) => {
-                Ok(CallToolResult::structured(raw.to_value()).into())
-            }
+            ToolCallReply::Completed(Ok(raw)) => match raw.to_value() {
+                Ok(value) => Ok(CallToolResult::structured(value).into()),
+                Err(err) => Ok(error_result(&ToolError::new(
+                    codes::PLUGIN_PROTOCOL_ERROR,
+                    format!("the result cannot be sent on this path: {err}"),
+                ))
+                .into()),
+            },
             ToolCallReply::Completed(Err(error)) => Ok(error_result(&error).into()),
         }
     }

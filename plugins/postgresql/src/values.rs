@@ -290,6 +290,11 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
     let _ = serde_json::to_writer(&mut *out, text);
 }
 
+/// The deepest `json`/`jsonb` value copied into a result as JSON; deeper
+/// ones are sent as their text (serde_json and most clients stop at 128
+/// levels, and the value sits a few levels down in the response).
+pub const MAX_JSON_DEPTH: usize = 100;
+
 /// Appends one value as JSON: the same value `to_json` gives, without
 /// building a tree (a JSON value is copied minified, an array written as it
 /// is parsed), so a value never costs more than its own output.
@@ -316,7 +321,12 @@ pub fn write_json(out: &mut Vec<u8>, text: Option<&str>, shape: &Shape) {
         Shape::Timestamp => write_str(out, &iso_timestamp(text, false)),
         Shape::TimestampTz => write_str(out, &iso_timestamp(text, true)),
         Shape::Json => {
-            if mcp_delegate_plugin_api::json_text::is_valid(text) {
+            // Copied as JSON unless it nests so deeply that the result, a
+            // few levels further down in the response, would pass the
+            // depth clients (and serde_json) read: then it is text.
+            if mcp_delegate_plugin_api::json_text::depth(text) <= MAX_JSON_DEPTH
+                && mcp_delegate_plugin_api::json_text::is_valid(text)
+            {
                 mcp_delegate_plugin_api::json_text::write_minified(out, text);
             } else {
                 write_str(out, text);
@@ -494,6 +504,17 @@ mod tests {
         let mut written = Vec::new();
         write_json(&mut written, Some(" {\"a\" : [1, 2.50]} "), &Shape::Json);
         assert_eq!(written, br#"{"a":[1,2.50]}"#);
+    }
+
+    #[test]
+    fn json_nested_too_deeply_for_clients_is_sent_as_text() {
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        let mut shallow = Vec::new();
+        write_json(&mut shallow, Some(&nested(MAX_JSON_DEPTH)), &Shape::Json);
+        assert!(shallow.starts_with(b"[["), "copied as JSON");
+        let mut deep = Vec::new();
+        write_json(&mut deep, Some(&nested(MAX_JSON_DEPTH + 1)), &Shape::Json);
+        assert!(deep.starts_with(b"\"[["), "sent as text");
     }
 
     #[test]

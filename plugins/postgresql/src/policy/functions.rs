@@ -207,7 +207,7 @@ impl AllowedFunctions {
     /// An unqualified `name` is allowed only by an entry naming it: the
     /// server resolves it along the search path, so a schema wildcard does
     /// not vouch for it.
-    fn admits_unqualified(&self, name: &str) -> bool {
+    pub(super) fn admits_unqualified(&self, name: &str) -> bool {
         self.entries.iter().any(|(_, n)| n == name)
     }
 }

@@ -389,6 +389,28 @@ mod tests {
     }
 
     #[test]
+    fn operators_and_methods_outside_expressions_are_judged() {
+        for sql in [
+            "SELECT * FROM notes ORDER BY id USING OPERATOR(public.<<<)",
+            "SELECT array_agg(id ORDER BY id USING OPERATOR(public.<<<)) FROM notes",
+            "CREATE TABLE t (c int, EXCLUDE USING gist (c WITH OPERATOR(public.&&&)))",
+            "SELECT * FROM notes TABLESAMPLE public.evil(1)",
+            "SELECT * FROM notes TABLESAMPLE evil(1)",
+        ] {
+            let refusal = check(sql, &["admin".to_owned()]).unwrap_err();
+            assert_eq!(refusal.code, codes::SQL_FORBIDDEN_FUNCTION, "{sql}");
+        }
+        for sql in [
+            "SELECT * FROM notes ORDER BY id USING <",
+            "SELECT * FROM notes TABLESAMPLE SYSTEM (10)",
+            "SELECT * FROM notes TABLESAMPLE bernoulli (10) REPEATABLE (1)",
+            "CREATE TABLE t (c int, EXCLUDE USING gist (c WITH =))",
+        ] {
+            assert!(check(sql, &["admin".to_owned()]).is_ok(), "{sql}");
+        }
+    }
+
+    #[test]
     fn code_defining_statements_are_never_permitted() {
         for sql in [
             "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",

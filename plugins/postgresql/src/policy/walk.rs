@@ -162,6 +162,24 @@ impl<'a> Walker<'a> {
         );
     }
 
+    /// A TABLESAMPLE method: the built-in `system` and `bernoulli`, or one
+    /// the operator allowed (`tsm_system_rows` defines `system_rows`).
+    fn sample_method(&mut self, method: &Value) {
+        let names = name_list(method).unwrap_or_default();
+        let decision = match qualified(&names) {
+            Some((None | Some("pg_catalog"), "system" | "bernoulli")) => CallDecision::Allow,
+            Some((Some(schema), name)) if self.allowed.admits_qualified(schema, name) => {
+                CallDecision::Allow
+            }
+            Some((None, name)) if self.allowed.admits_unqualified(name) => CallDecision::Allow,
+            _ => CallDecision::Deny(Denied {
+                category: "not-allowed",
+                never: false,
+            }),
+        };
+        self.judge(|| names.join("."), false, decision);
+    }
+
     /// `t.f` and `(x).f` call `f(t)` when `t` has no column `f`, and on
     /// plain values too: judged as a call of every one-argument `f` the
     /// database has (see [`super::catalog`]).
@@ -232,6 +250,32 @@ impl<'a> Walker<'a> {
             "SubLink" => {
                 if let Some(name) = child.get("oper_name") {
                     self.operator(name);
+                }
+            }
+            // ORDER BY … USING op (also in aggregates and windows).
+            "SortBy" => {
+                if let Some(name) = child.get("use_op") {
+                    self.operator(name);
+                }
+            }
+            // EXCLUDE USING … (column WITH op, …).
+            "Constraint" => {
+                for exclusion in child
+                    .get("exclusions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(operator) = exclusion.pointer("/node/List/items/1/node/List/items")
+                    {
+                        self.operator(operator);
+                    }
+                }
+            }
+            // TABLESAMPLE method(…): the method is a handler function.
+            "RangeTableSample" => {
+                if let Some(method) = child.get("method") {
+                    self.sample_method(method);
                 }
             }
             "ColumnRef" => {
