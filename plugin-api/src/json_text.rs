@@ -118,20 +118,12 @@ pub fn is_valid(text: &str) -> bool {
 /// How deeply arrays and objects nest in valid JSON `text`.
 pub fn depth(text: &str) -> usize {
     let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
+    let mut scan = StringScan::default();
     for &byte in text.as_bytes() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
-            }
+        if scan.in_string(byte) {
             continue;
         }
         match byte {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 deepest = deepest.max(depth);
@@ -143,24 +135,41 @@ pub fn depth(text: &str) -> usize {
     deepest
 }
 
+/// Where a byte-by-byte scan of valid JSON stands: inside a string, and
+/// just after a backslash in one.
+#[derive(Default)]
+struct StringScan {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl StringScan {
+    /// Takes the next byte; true when it belongs to a string (quotes
+    /// included).
+    fn in_string(&mut self, byte: u8) -> bool {
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if byte == b'\\' {
+                self.escaped = true;
+            } else if byte == b'"' {
+                self.in_string = false;
+            }
+            true
+        } else {
+            self.in_string = byte == b'"';
+            self.in_string
+        }
+    }
+}
+
 /// Appends valid JSON `text` without the white space between tokens.
 pub fn write_minified(out: &mut Vec<u8>, text: &str) {
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut scan = StringScan::default();
     out.reserve(text.len());
     for &byte in text.as_bytes() {
-        if in_string {
+        if scan.in_string(byte) || !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
             out.push(byte);
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
-            }
-        } else if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
-            out.push(byte);
-            in_string = byte == b'"';
         }
     }
 }

@@ -37,6 +37,20 @@ fn call(url: &str, token: &str, sql: &str) -> Value {
     parsed["result"].clone()
 }
 
+/// Eight callers at once, each running `sql`; their results in order.
+fn concurrently(url: &str, token: &str, sql: &'static str) -> Vec<Value> {
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, token) = (url.to_owned(), token.to_owned());
+            std::thread::spawn(move || call(&url, &token, sql))
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|thread| thread.join().unwrap())
+        .collect()
+}
+
 #[test]
 fn no_query_makes_the_host_hold_more_than_its_result_budget() {
     let mut db =
@@ -64,20 +78,12 @@ fn no_query_makes_the_host_hold_more_than_its_result_budget() {
 
     // Eight concurrent 50 MB results: each cut at the budget.
     let started = Instant::now();
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let (url, reader) = (url.clone(), reader.clone());
-            std::thread::spawn(move || {
-                call(
-                    &url,
-                    &reader,
-                    "SELECT repeat('x', 50000) AS filler FROM generate_series(1, 1000)",
-                )
-            })
-        })
-        .collect();
-    for thread in threads {
-        let result = thread.join().unwrap();
+    let results = concurrently(
+        &url,
+        &reader,
+        "SELECT repeat('x', 50000) AS filler FROM generate_series(1, 1000)",
+    );
+    for result in results {
         let structured = &result["structuredContent"];
         assert_eq!(
             structured["truncated"],
@@ -93,20 +99,12 @@ fn no_query_makes_the_host_hold_more_than_its_result_budget() {
 
     // Values that grow when written (a control character becomes six
     // bytes of JSON): judged by what they would grow to, before writing.
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let (url, reader) = (url.clone(), reader.clone());
-            std::thread::spawn(move || {
-                call(
-                    &url,
-                    &reader,
-                    "SELECT x FROM (VALUES (1, ''), (2, repeat(chr(1), 16000000))) v(o, x) ORDER BY o",
-                )
-            })
-        })
-        .collect();
-    for thread in threads {
-        let result = thread.join().unwrap();
+    let results = concurrently(
+        &url,
+        &reader,
+        "SELECT x FROM (VALUES (1, ''), (2, repeat(chr(1), 16000000))) v(o, x) ORDER BY o",
+    );
+    for result in results {
         let structured = &result["structuredContent"];
         assert_eq!(structured["truncatedBy"], "bytes", "{result}");
         assert_eq!(structured["rowCount"], 1, "{result}");

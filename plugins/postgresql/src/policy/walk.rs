@@ -260,12 +260,7 @@ impl<'a> Walker<'a> {
             }
             // EXCLUDE USING … (column WITH op, …).
             "Constraint" => {
-                for exclusion in child
-                    .get("exclusions")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
+                for exclusion in items(child, "exclusions") {
                     if let Some(operator) = exclusion.pointer("/node/List/items/1/node/List/items")
                     {
                         self.operator(operator);
@@ -291,12 +286,7 @@ impl<'a> Walker<'a> {
                 }
             }
             "AIndirection" => {
-                for item in child
-                    .get("indirection")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
+                for item in items(child, "indirection") {
                     if let Some(name) = item.pointer("/node/String/sval").and_then(Value::as_str) {
                         self.attribute(name);
                     }
@@ -309,12 +299,7 @@ impl<'a> Walker<'a> {
                 }
             }
             "TruncateStmt" | "LockStmt" => {
-                for relation in child
-                    .get("relations")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
+                for relation in items(child, "relations") {
                     if let Some(range_var) = relation.pointer("/node/RangeVar") {
                         self.write_target(range_var);
                     }
@@ -363,4 +348,12 @@ fn unknown_operator() -> CallDecision {
         category: "unknown-operator",
         never: false,
     })
+}
+
+/// The elements of the array under `key`, none when it is absent.
+fn items<'v>(node: &'v Value, key: &str) -> impl Iterator<Item = &'v Value> {
+    node.get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
 }
