@@ -64,7 +64,8 @@ have_libclang || apt_install libclang-dev
 # PostgreSQL server binaries (initdb, pg_ctl) for the throwaway clusters.
 find_pg_bin() {
   if [ -n "${PG_BIN:-}" ] && [ -x "$PG_BIN/initdb" ]; then echo "$PG_BIN"; return; fi
-  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | while read -r dir; do
+  # (none yet on a fresh machine: ls fails, which pipefail must not see)
+  { ls -d /usr/lib/postgresql/*/bin 2>/dev/null || true; } | sort -V | while read -r dir; do
     [ -x "$dir/initdb" ] && echo "$dir"
   done | tail -n 1
 }
