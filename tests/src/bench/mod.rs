@@ -116,6 +116,9 @@ pub fn http_load(
     }
 }
 
+/// The password of every role the benchmarks log in as over TCP.
+pub const BENCH_PASSWORD: &str = "bench";
+
 /// pgbench with a custom script: transactions per second and latency
 /// percentiles (from its per-transaction log).
 pub fn pgbench(
@@ -132,6 +135,7 @@ pub fn pgbench(
     std::fs::write(&script_path, script).expect("script");
     let out = Command::new(bin_dir.join("pgbench"))
         .current_dir(dir.path())
+        .env("PGPASSWORD", BENCH_PASSWORD)
         .args(["-n", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", user])
         .args([
             "-c",
@@ -144,6 +148,12 @@ pub fn pgbench(
         .arg(database)
         .output()
         .expect("run pgbench");
+    if !out.status.success() {
+        eprintln!(
+            "pgbench failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     let text = String::from_utf8_lossy(&out.stdout);
     let tps = text
         .lines()

@@ -23,7 +23,10 @@ use serde_json::json;
 
 mod peers;
 
+/// The test clusters take passwords (SCRAM) over TCP, as the module
+/// requires: every role the benchmark logs in as over TCP has `bench`.
 const FIXTURE: &str = r#"
+ALTER ROLE postgres PASSWORD 'bench';
 CREATE ROLE mcp_service LOGIN NOINHERIT PASSWORD 'bench';
 CREATE ROLE bench_user NOLOGIN;
 GRANT bench_user TO mcp_service;

@@ -132,7 +132,7 @@ fn toolbox(root: &Path, cluster: &Cluster) -> Option<Peer> {
     }
     let dir = tempfile::tempdir().ok()?;
     let config = format!(
-        "kind: source\nname: pg\ntype: postgres\nhost: 127.0.0.1\nport: {port}\ndatabase: postgres\nuser: postgres\npassword: unused\n---\n\
+        "kind: source\nname: pg\ntype: postgres\nhost: 127.0.0.1\nport: {port}\ndatabase: postgres\nuser: postgres\npassword: bench\n---\n\
          kind: tool\nname: execute_sql\ntype: postgres-execute-sql\nsource: pg\ndescription: Execute SQL.\n---\n\
          kind: tool\nname: get_item\ntype: postgres-sql\nsource: pg\ndescription: One item.\nstatement: SELECT * FROM items WHERE id = $1\n\
          parameters:\n- name: id\n  type: integer\n  description: item id\n---\n\
@@ -168,7 +168,7 @@ fn dbhub(root: &Path, cluster: &Cluster) -> Option<Peer> {
     }
     let dir = tempfile::tempdir().ok()?;
     let config = format!(
-        "[[sources]]\nid = \"pg\"\ndsn = \"postgres://postgres:unused@127.0.0.1:{port}/postgres?sslmode=disable\"\n\n\
+        "[[sources]]\nid = \"pg\"\ndsn = \"postgres://postgres:bench@127.0.0.1:{port}/postgres?sslmode=disable\"\n\n\
          [[tools]]\nname = \"execute_sql\"\nsource = \"pg\"\n\n\
          [[tools]]\nname = \"search_objects\"\nsource = \"pg\"\n\n\
          [[tools]]\nname = \"get_item\"\nsource = \"pg\"\ndescription = \"One item\"\nstatement = \"SELECT * FROM items WHERE id = $1\"\n\
