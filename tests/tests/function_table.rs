@@ -4,10 +4,10 @@
 //! edited by hand away from the rules in tests/src/function_rules.rs.
 //! Differences that deny-by-default already covers pass with a note, so a
 //! new minor release of PostgreSQL does not stop CI: a function the table
-//! lacks (the policy refuses a name it does not know) unless it is a
-//! denied overload of a name with an allowed one in reach of its argument
-//! counts, and a denied row for a function this machine's PostgreSQL
-//! lacks.
+//! lacks (the policy refuses a call that no overload it knows takes)
+//! unless a known overload takes as many arguments and the missing one is
+//! not itself allowed, and a denied row for a function this machine's
+//! PostgreSQL lacks.
 //! Regenerate with `cargo run -p mcp-delegate-tests --bin
 //! mcp-delegate-function-table`.
 
@@ -83,14 +83,18 @@ fn differences_that_matter(checked_in: &str, generated: &str) -> Vec<String> {
             Some(known) if known == row => {}
             Some(known) => problems.push(format!("{key:?}: table {known:?}, rules {row:?}")),
             None => {
-                let reachable_allowed = table.iter().any(|((schema, name, _), known)| {
-                    (*schema, *name) == (key.0, key.1)
-                        && known[2] == "allow"
-                        && ranges_overlap(known, row)
+                // The policy judges a name by the overloads it knows that
+                // take as many arguments; a call no known overload takes is
+                // refused as unknown. A missing overload of a known name
+                // is harmless only where no known overload could answer
+                // for it, that is where none of its argument counts is
+                // taken by a known one.
+                let answered_for = table.iter().any(|((schema, name, _), known)| {
+                    (*schema, *name) == (key.0, key.1) && ranges_overlap(known, row)
                 });
-                if row[2] == "deny" && reachable_allowed {
+                if answered_for && row[2] != "allow" {
                     problems.push(format!(
-                        "{key:?} {row:?}: not in the table, and an allowed overload \
+                        "{key:?} {row:?}: not in the table, and a known overload \
                          of the name takes as many arguments"
                     ));
                 } else {
@@ -127,6 +131,14 @@ fn differences_are_judged_by_what_the_policy_would_do() {
     // allow the name with one argument, so the table must know it.
     let new_overload = format!("{table}pg_catalog\tlower\tbytea\t1\t1\tdeny\tfiles\t15\n");
     assert_eq!(differences_that_matter(&table, &new_overload).len(), 1);
+    // ...or one that writes, for a read.
+    let new_write = format!("{table}pg_catalog\tlower\tint8\t1\t1\twrite\tsequence\t15\n");
+    assert_eq!(differences_that_matter(&table, &new_write).len(), 1);
+    // A new overload with an argument count no known one takes: the policy
+    // refuses such calls as unknown.
+    let other_count =
+        format!("{table}pg_catalog\tlower\ttext, text, text\t3\t3\tdeny\tfiles\t15\n");
+    assert!(differences_that_matter(&table, &other_count).is_empty());
     // A new function the rules allow is refused as unknown until the
     // table is regenerated: a loss, not a hole.
     let new_allowed = format!("{table}pg_catalog\tupper2\ttext\t1\t1\tallow\tpure\t15\n");

@@ -245,17 +245,32 @@ pub fn decide_function(
             _ => deny("unknown-function", false),
         };
     };
-    // The overloads this many arguments can reach; all of them when none
-    // can (the server will refuse the call, but the policy judges first).
-    let reachable: Vec<&Entry> = entries
+    // The overloads this many arguments can reach.
+    let candidates: Vec<&Entry> = entries
         .iter()
         .filter(|e| e.min_args <= arg_count && e.max_args.is_none_or(|max| arg_count <= max))
         .collect();
-    let candidates: Vec<&Entry> = if reachable.is_empty() {
-        entries.iter().collect()
-    } else {
-        reachable
-    };
+    if candidates.is_empty() {
+        // No built-in takes this many arguments: what the server would run
+        // is an overload the table does not know (one a newer release
+        // added, or a function of the same name in another schema on the
+        // search path). A never-allowed name stays refused as such.
+        if let Some(never) = entries
+            .iter()
+            .find(|e| NEVER_CATEGORIES.contains(&e.category))
+        {
+            return deny(never.category, true);
+        }
+        let named = match schema {
+            None => allowed.admits_unqualified(name),
+            Some(_) => allowed.admits_qualified(table_schema, name),
+        };
+        return if named {
+            CallDecision::Allow
+        } else {
+            deny("unknown-function", false)
+        };
+    }
     if let Some(never) = candidates
         .iter()
         .find(|e| NEVER_CATEGORIES.contains(&e.category))
@@ -345,6 +360,20 @@ mod tests {
             deny("query-text-or-network", true)
         );
         assert_eq!(decide(None, "int4in", 1), deny("type-io", false));
+        // No built-in lower() takes three arguments: the server would run
+        // one the table does not know (a same-named function elsewhere on
+        // the search path), so it is refused unless configured.
+        assert_eq!(decide(None, "lower", 3), deny("unknown-function", false));
+        assert_eq!(
+            decide(Some("pg_catalog"), "lower", 0),
+            deny("unknown-function", false)
+        );
+        let named = AllowedFunctions::parse(&["public.lower".into()]).unwrap();
+        assert_eq!(
+            decide_function(None, "lower", 3, &named),
+            CallDecision::Allow
+        );
+        assert_eq!(decide(None, "set_config", 1), deny("settings", true));
         assert!(tables().functions.len() > 2500);
     }
 

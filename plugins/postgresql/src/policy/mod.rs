@@ -411,6 +411,24 @@ mod tests {
     }
 
     #[test]
+    fn a_call_is_judged_by_the_overloads_that_take_its_arguments() {
+        // Ordered-set and hypothetical-set aggregates: the ORDER BY columns
+        // count as arguments.
+        for sql in [
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY id) FROM notes",
+            "SELECT percentile_disc(ARRAY[0.25, 0.75]) WITHIN GROUP (ORDER BY id) FROM notes",
+            "SELECT mode() WITHIN GROUP (ORDER BY id) FROM notes",
+            "SELECT rank(3) WITHIN GROUP (ORDER BY id) FROM notes",
+        ] {
+            assert!(check(sql, &[]).is_ok(), "{sql}");
+        }
+        // No built-in lower() takes three arguments: whatever the server
+        // would find is not a built-in.
+        let refusal = check("SELECT lower('a', 'b', 'c')", &[]).unwrap_err();
+        assert_eq!(refusal.reason, "unknown-function", "{refusal:?}");
+    }
+
+    #[test]
     fn code_defining_statements_are_never_permitted() {
         for sql in [
             "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",

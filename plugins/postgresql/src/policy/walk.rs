@@ -135,11 +135,19 @@ impl<'a> Walker<'a> {
             self.judge(|| names.join("."), false, unknown());
             return;
         };
-        let arg_count = call
-            .get("args")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
-        let decision = decide_function(schema, name, arg_count, self.allowed);
+        // An ordered-set aggregate's ORDER BY columns are arguments too:
+        // percentile_cont(0.5) WITHIN GROUP (ORDER BY x) is
+        // percentile_cont(float8, float8). A name that is never allowed
+        // with its direct arguments alone stays refused as such (the
+        // server rejects WITHIN GROUP on a plain function, but the policy
+        // does not lean on that).
+        let direct = items(call, "args").count();
+        let within_group = call.get("agg_within_group").and_then(Value::as_bool) == Some(true);
+        let mut decision = decide_function(schema, name, direct, self.allowed);
+        if within_group && !is_never(&decision) {
+            let ordered = items(call, "agg_order").count();
+            decision = decide_function(schema, name, direct + ordered, self.allowed);
+        }
         self.judge(|| names.join("."), false, decision);
     }
 
@@ -356,4 +364,8 @@ fn items<'v>(node: &'v Value, key: &str) -> impl Iterator<Item = &'v Value> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+}
+
+fn is_never(decision: &CallDecision) -> bool {
+    matches!(decision, CallDecision::Deny(Denied { never: true, .. }))
 }

@@ -40,11 +40,14 @@ const FUNCTION_TABLE: &str = include_str!("../../../data/functions.tsv");
 /// Cases per property.
 const CASES: u32 = 2000;
 
+/// A fixed seed keeps CI repeatable; `POLICY_FUZZ_SEED` and
+/// `POLICY_FUZZ_CASES` explore further by hand.
 fn config() -> Config {
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     Config {
-        cases: CASES,
+        cases: env("POLICY_FUZZ_CASES").map_or(CASES, |n| n as u32),
         failure_persistence: None,
-        rng_seed: RngSeed::Fixed(0x6d63_702d_6465_6c65),
+        rng_seed: RngSeed::Fixed(env("POLICY_FUZZ_SEED").unwrap_or(0x6d63_702d_6465_6c65)),
         max_shrink_iters: 4000,
         ..Config::default()
     }
