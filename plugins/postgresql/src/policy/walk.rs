@@ -59,17 +59,16 @@ fn qualified<'a>(parts: &[&'a str]) -> Option<(Option<&'a str>, &'a str)> {
 /// expand to `>=`/`<=` on the server).
 const BETWEEN_KINDS: [u64; 4] = [11, 12, 13, 14];
 
+/// A `RangeVar`'s (schema, name); the schema is empty when unqualified.
+fn relation_name(range_var: &Value) -> (&str, &str) {
+    let field = |key| range_var.get(key).and_then(Value::as_str).unwrap_or("");
+    (field("schemaname"), field("relname"))
+}
+
 /// Relations no statement may write, whatever its class: the system
 /// catalogs (`pg_settings` updates call `set_config`).
 fn is_system_relation(range_var: &Value) -> Option<String> {
-    let schema = range_var
-        .get("schemaname")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let name = range_var
-        .get("relname")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let (schema, name) = relation_name(range_var);
     let system = matches!(schema, "pg_catalog" | "information_schema" | "pg_toast")
         || (schema.is_empty() && name.starts_with("pg_"));
     system.then(|| {
@@ -85,14 +84,7 @@ fn is_system_relation(range_var: &Value) -> Option<String> {
 /// `pg_prepared_statements` lists the statements (and SQL text) that
 /// earlier calls, of any identity, prepared on the connection.
 fn session_relation(range_var: &Value) -> Option<&'static str> {
-    let schema = range_var
-        .get("schemaname")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let name = range_var
-        .get("relname")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let (schema, name) = relation_name(range_var);
     (matches!(schema, "" | "pg_catalog") && name == "pg_prepared_statements")
         .then_some("pg_prepared_statements")
 }
