@@ -1,10 +1,21 @@
 //! Tools the host serves itself, without a plugin.
 
-use mcp_delegate_plugin_api::{codes, HealthReport, ToolAnnotations, ToolError, ToolSpec};
+use mcp_delegate_plugin_api::{
+    codes, HealthReport, ToolAccess, ToolAnnotations, ToolError, ToolSpec,
+};
 use serde_json::{json, Map, Value};
 
 use crate::auth::Principal;
-use crate::registry::{Access, Registry};
+use crate::plugins::ModuleSet;
+use crate::status::{config_status, Generation, ReloadLog};
+
+/// What `health-check` reports on: the modules of the generation now
+/// serving, the generation itself, and the last failed reload.
+pub struct HostStatus<'a> {
+    pub modules: &'a ModuleSet,
+    pub generation: &'a Generation,
+    pub reload_log: &'a ReloadLog,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Builtin {
@@ -21,10 +32,10 @@ const HIDDEN_CLAIMS: &[&str] = &["jti", "azp"];
 
 impl Builtin {
     /// Who may see and call the tool.
-    pub fn access(self) -> Access {
+    pub fn access(self) -> ToolAccess {
         match self {
-            Builtin::HealthCheck => Access::UserOrAdmin,
-            Builtin::UserInfo => Access::AnyAuthenticated,
+            Builtin::HealthCheck => ToolAccess::UserOrAdmin,
+            Builtin::UserInfo => ToolAccess::Authenticated,
         }
     }
 
@@ -48,9 +59,10 @@ impl Builtin {
                     "properties": {
                         "healthy": {"type": "boolean"},
                         "modules": {"type": "object"},
+                        "config": {"type": "object"},
                         "timestamp": {"type": "string"}
                     },
-                    "required": ["healthy", "modules", "timestamp"]
+                    "required": ["healthy", "modules", "config", "timestamp"]
                 })),
                 annotations: Some(ToolAnnotations {
                     read_only_hint: Some(true),
@@ -96,12 +108,12 @@ impl Builtin {
     /// Runs the tool. Blocking (module health probes do I/O).
     pub fn call(
         self,
-        registry: &Registry,
+        status: &HostStatus<'_>,
         principal: Option<&Principal>,
         args: &Value,
     ) -> Result<Value, ToolError> {
         match self {
-            Builtin::HealthCheck => health_check(registry, args),
+            Builtin::HealthCheck => health_check(status, args),
             Builtin::UserInfo => user_info(principal, args),
         }
     }
@@ -144,7 +156,7 @@ fn user_info(principal: Option<&Principal>, args: &Value) -> Result<Value, ToolE
     Ok(info)
 }
 
-fn health_check(registry: &Registry, args: &Value) -> Result<Value, ToolError> {
+fn health_check(status: &HostStatus<'_>, args: &Value) -> Result<Value, ToolError> {
     let service = match args.get("service") {
         None | Some(Value::Null) => "all",
         Some(Value::String(service)) => service.as_str(),
@@ -157,10 +169,15 @@ fn health_check(registry: &Registry, args: &Value) -> Result<Value, ToolError> {
     };
     let mut modules = Map::new();
     let wanted = |name: &str| service == "all" || service == name;
-    for module in registry.modules.iter().filter(|m| wanted(&m.name)) {
+    for module in status.modules.running.iter().filter(|m| wanted(&m.name)) {
         modules.insert(module.name.clone(), report_json(&module.health()));
     }
-    for missing in registry.unavailable.iter().filter(|m| wanted(&m.name)) {
+    for missing in status
+        .modules
+        .unavailable
+        .iter()
+        .filter(|m| wanted(&m.name))
+    {
         let report = HealthReport {
             healthy: false,
             detail: missing.reason.clone(),
@@ -180,6 +197,7 @@ fn health_check(registry: &Registry, args: &Value) -> Result<Value, ToolError> {
     Ok(json!({
         "healthy": healthy,
         "modules": modules,
+        "config": config_status(status.generation, status.reload_log),
         "timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
     }))
 }

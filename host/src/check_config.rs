@@ -6,10 +6,15 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::CommonArgs;
-use crate::runtime::Runtime;
+use crate::runtime::{BuildArgs, Runtime};
 
 pub fn run(file: &Path, common: &CommonArgs) -> ExitCode {
-    let (built, diagnostics) = Runtime::build(file, common);
+    let args = BuildArgs {
+        common,
+        local_addr: None,
+        reload_log: Default::default(),
+    };
+    let (built, diagnostics) = Runtime::build(file, &args, None);
     for warning in &diagnostics.warnings {
         println!(
             "warning: {}: {}",
@@ -22,7 +27,7 @@ pub fn run(file: &Path, common: &CommonArgs) -> ExitCode {
         println!("error: {}: {}", display_path(&error.path), error.message);
     }
     if let Some(built) = built {
-        for missing in &built.registry.unavailable {
+        for missing in &built.registry.modules.unavailable {
             error_count += 1;
             println!(
                 "error: delegation.modules.{}: {}",
@@ -32,7 +37,7 @@ pub fn run(file: &Path, common: &CommonArgs) -> ExitCode {
         if error_count == 0 {
             println!(
                 "ok: {} module(s), {} tool(s): {}",
-                built.registry.modules.len(),
+                built.registry.modules.running.len(),
                 built.registry.tools().len(),
                 built
                     .registry
@@ -43,7 +48,7 @@ pub fn run(file: &Path, common: &CommonArgs) -> ExitCode {
                     .join(", ")
             );
         }
-        built.registry.shutdown();
+        built.shutdown_modules_except(None);
     }
     if error_count == 0 {
         ExitCode::SUCCESS

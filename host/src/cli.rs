@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -45,7 +46,7 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
     /// Directory holding plugin libraries (default: config `plugins.directory`,
     /// else the directory of this executable).
@@ -67,6 +68,17 @@ pub struct ServeArgs {
     /// Port to listen on (default: config `mcp.port`, else 3000; 0 picks a free one).
     #[arg(long, env = "SERVER_PORT")]
     pub port: Option<u16>,
+    /// Reload only on SIGHUP, never because the config file changed.
+    #[arg(long)]
+    pub no_watch: bool,
+    /// How often the config file and the secret files it names are checked
+    /// for new content (`2s`, `500ms`).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub watch_interval: Duration,
+    /// How long a module removed by a reload may finish its calls before
+    /// it is shut down anyway.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
     #[command(flatten)]
     pub common: CommonArgs,
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::cli::CommonArgs;
 use crate::config::{self, SecretSource};
 use crate::plugins;
-use crate::registry::{naming, plugin_part};
+use crate::registry::naming;
 
 pub fn run(file: &Path, module: &str, roles: &[String], common: &CommonArgs) -> ExitCode {
     match setup_text(file, module, roles, common) {
@@ -49,8 +49,7 @@ fn setup_text(
     })?;
     let entry = config
         .delegation
-        .modules
-        .get(module)
+        .module(module)
         .ok_or_else(|| format!("no module '{module}' in delegation.modules"))?;
     let directory = common
         .plugin_dir
@@ -59,15 +58,14 @@ fn setup_text(
         .or_else(plugins::default_plugin_dir)
         .ok_or("no plugin directory: pass --plugin-dir")?;
     let loaded = plugins::discover(&directory);
-    let explicit = entry.get("type").and_then(|kind| kind.as_str());
-    let kind = naming::resolve_kind(module, explicit, loaded.kinds())
+    let kind = naming::resolve_kind(module, entry.host.kind.as_deref(), loaded.kinds())
         .ok_or_else(|| format!("no loaded plugin serves module '{module}'"))?;
     let plugin = loaded
         .get(&kind)
         .ok_or_else(|| format!("no loaded plugin serves module kind '{kind}'"))?;
     plugin.command(
         "db-setup",
-        &plugin_part(entry),
+        &entry.plugin,
         &json!({"module": module, "roles": roles}),
     )
 }

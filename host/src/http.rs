@@ -18,19 +18,19 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::auth::resource::ResourceIdentity;
 use crate::auth::Credentials;
 use crate::auth::{AuthFailure, TokenRejection};
 use crate::mcp::{direct, envelope};
-use crate::registry::Registry;
+use crate::reload::Server;
 use crate::runtime::Runtime;
+use crate::status::config_status;
 
 pub type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
 
-/// Everything a request handler needs.
+/// Everything a request handler needs: the server, whose current
+/// generation each request loads once and keeps to its end.
 pub struct HttpApp {
-    pub runtime: Runtime,
-    pub resource: ResourceIdentity,
+    pub server: Arc<Server>,
 }
 
 fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
@@ -44,25 +44,28 @@ fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
 }
 
 async fn route(app: Arc<HttpApp>, request: Request<Incoming>) -> Result<HttpResponse, Infallible> {
+    let runtime = app.server.current();
     let path = request.uri().path();
     let response = match (request.method(), path) {
-        (_, "/mcp") => match authenticate(&app, request).await {
-            Ok(request) if request.method() == Method::POST => post_mcp(&app, request).await,
-            Ok(request) => app.runtime.mcp.service.handle(request).await,
+        (_, "/mcp") => match authenticate(&runtime, request).await {
+            Ok(request) if request.method() == Method::POST => post_mcp(&runtime, request).await,
+            Ok(request) => runtime.mcp.handle(request).await,
             Err(response) => response,
         },
         (
             &Method::GET,
             "/.well-known/oauth-protected-resource" | "/.well-known/oauth-protected-resource/mcp",
-        ) => match &app.runtime.authenticator {
+        ) => match &runtime.authenticator {
             Some(authenticator) => json_response(
                 StatusCode::OK,
-                &app.resource.metadata(&authenticator.requestor_issuers()),
+                &runtime
+                    .resource
+                    .metadata(&authenticator.requestor_issuers()),
             ),
             None => not_found(),
         },
         (&Method::GET, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
-        (&Method::GET, "/ready") => ready(app.runtime.registry.clone()).await,
+        (&Method::GET, "/ready") => ready(&app.server, runtime).await,
         (_, "/health" | "/ready") => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "METHOD_NOT_ALLOWED", "message": "use GET"}),
@@ -105,10 +108,10 @@ fn bearer_token(headers: &http::HeaderMap) -> Result<&str, AuthFailure> {
 /// Attaches the caller's credentials to the request, or answers 401/403
 /// with a challenge pointing to the protected-resource metadata.
 async fn authenticate(
-    app: &HttpApp,
+    runtime: &Runtime,
     mut request: Request<Incoming>,
 ) -> Result<Request<Incoming>, HttpResponse> {
-    let Some(authenticator) = &app.runtime.authenticator else {
+    let Some(authenticator) = &runtime.authenticator else {
         return Ok(request);
     };
     let outcome = match bearer_token(request.headers()) {
@@ -124,7 +127,8 @@ async fn authenticate(
             tracing::info!(status = failure.status(), reason = %failure.body()["error_description"], "request refused");
             let status = StatusCode::from_u16(failure.status()).unwrap_or(StatusCode::UNAUTHORIZED);
             let mut response = json_response(status, &failure.body());
-            if let Ok(challenge) = header::HeaderValue::from_str(&app.resource.challenge(&failure))
+            if let Ok(challenge) =
+                header::HeaderValue::from_str(&runtime.resource.challenge(&failure))
             {
                 response
                     .headers_mut()
@@ -147,9 +151,9 @@ fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> HttpResponse {
 /// ([`envelope`]) before either MCP path sees it, so oversized and
 /// malformed requests get stable, documented answers: 413, and a JSON-RPC
 /// error (-32700, -32600 or -32602) with 400.
-async fn post_mcp(app: &HttpApp, request: Request<Incoming>) -> HttpResponse {
+async fn post_mcp(runtime: &Runtime, request: Request<Incoming>) -> HttpResponse {
     let (parts, body) = request.into_parts();
-    let limit = app.runtime.config.mcp.max_request_bytes;
+    let limit = runtime.config.mcp.max_request_bytes;
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -177,13 +181,11 @@ async fn post_mcp(app: &HttpApp, request: Request<Incoming>) -> HttpResponse {
                     "error": {"code": refused.code(), "message": refused.to_string()}}),
         );
     }
-    if let Some(call) = direct::recognize(&parts.headers, &bytes, &app.runtime.mcp.hosts) {
+    if let Some(call) = runtime.mcp.recognize(&parts.headers, &bytes) {
         let credentials = parts.extensions.get::<Credentials>();
-        let reply = app
-            .runtime
-            .mcp
-            .handler
-            .call_tool_direct(&call.name, credentials, call.args_json.to_owned())
+        let reply = runtime
+            .core
+            .call_tool(&call.name, credentials, call.args_json.to_owned())
             .await;
         let mut response = Response::new(direct::encode(&call, reply).boxed());
         response.headers_mut().insert(
@@ -192,9 +194,8 @@ async fn post_mcp(app: &HttpApp, request: Request<Incoming>) -> HttpResponse {
         );
         return response;
     }
-    app.runtime
+    runtime
         .mcp
-        .service
         .handle(Request::from_parts(parts, Full::new(bytes)))
         .await
 }
@@ -216,21 +217,23 @@ const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// the modules that are missing and why. `status` adds each running
 /// module's health report (for the PostgreSQL module, its hardening
 /// profile); a database that is down does not make the server unready.
-async fn ready(registry: Arc<Registry>) -> HttpResponse {
-    let running: Vec<&str> = registry.modules.iter().map(|m| m.name.as_str()).collect();
-    let unavailable: Vec<Value> = registry
+/// `config` names the generation serving and the last refused reload.
+async fn ready(server: &Server, runtime: Arc<Runtime>) -> HttpResponse {
+    let modules = &runtime.registry.modules;
+    let running: Vec<&str> = modules.running.iter().map(|m| m.name.as_str()).collect();
+    let unavailable: Vec<Value> = modules
         .unavailable
         .iter()
         .map(|m| json!({"module": m.name, "reason": m.reason}))
         .collect();
-    let status = if registry.is_ready() {
+    let status = if modules.is_ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     // The probes run at once, on blocking threads; all share one deadline.
-    let probes: Vec<_> = registry
-        .modules
+    let probes: Vec<_> = modules
+        .running
         .iter()
         .map(|module| {
             let module = module.clone();
@@ -255,8 +258,9 @@ async fn ready(registry: Arc<Registry>) -> HttpResponse {
     }
     json_response(
         status,
-        &json!({"ready": registry.is_ready(), "modules": running, "unavailable": unavailable,
-                "status": module_status}),
+        &json!({"ready": modules.is_ready(), "modules": running, "unavailable": unavailable,
+                "status": module_status,
+                "config": config_status(&runtime.generation, &server.reload_log)}),
     )
 }
 

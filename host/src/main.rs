@@ -4,6 +4,7 @@
 
 mod auth;
 mod builtin;
+mod call;
 mod check_config;
 mod cli;
 mod config;
@@ -14,8 +15,10 @@ mod logging;
 mod mcp;
 mod plugins;
 mod registry;
+mod reload;
 mod runtime;
 mod serve;
+mod status;
 
 use std::process::ExitCode;
 

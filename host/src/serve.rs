@@ -1,26 +1,34 @@
-//! `mcp-delegate`: build the [`Runtime`], bind, serve until a signal.
+//! `mcp-delegate`: build the [`Runtime`], bind, serve until a signal,
+//! reloading on `SIGHUP` and when the config changes ([`crate::reload`]).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::auth::resource::ResourceIdentity;
 use crate::cli::ServeArgs;
 use crate::http::{self, HttpApp};
-use crate::runtime::Runtime;
-
-const DEFAULT_PORT: u16 = 3000;
+use crate::reload::Server;
+use crate::runtime::{BuildArgs, Runtime};
+use crate::status::ReloadLog;
 
 pub async fn run(args: ServeArgs) -> ExitCode {
     let Some(config_path) = args.config.clone() else {
         tracing::error!("no config file: pass --config FILE or set CONFIG_PATH");
         return ExitCode::from(2);
     };
+    let reload_log = Arc::new(ReloadLog::default());
     // Building instances is synchronous plugin code: keep it off the runtime.
-    let common = args.common;
+    let common = args.common.clone();
     let bind = common.bind;
+    let build_path = config_path.clone();
+    let build_log = reload_log.clone();
     let built = tokio::task::spawn_blocking(move || {
-        let (built, diagnostics) = Runtime::build(&config_path, &common);
+        let build_args = BuildArgs {
+            common: &common,
+            local_addr: None,
+            reload_log: build_log,
+        };
+        let (built, diagnostics) = Runtime::build(&build_path, &build_args, None);
         for warning in &diagnostics.warnings {
             tracing::warn!(path = %warning.path, "config: {}", warning.message);
         }
@@ -34,7 +42,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         tracing::error!("startup failed: see the errors above");
         return ExitCode::from(2);
     };
-    for missing in &runtime.registry.unavailable {
+    for missing in &runtime.registry.modules.unavailable {
         tracing::error!(module = %missing.name, "module unavailable: {}", missing.reason);
     }
     if runtime.authenticator.is_none() {
@@ -44,42 +52,48 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         );
     }
 
-    let port = args
-        .port
-        .or(runtime.config.mcp.port)
-        .unwrap_or(DEFAULT_PORT);
+    let port = runtime.port(args.port);
     let listener = match tokio::net::TcpListener::bind(SocketAddr::new(bind, port)).await {
         Ok(listener) => listener,
         Err(err) => {
             tracing::error!(%bind, port, error = %err, "cannot listen");
-            runtime.registry.shutdown();
+            runtime.shutdown_modules_except(None);
             return ExitCode::FAILURE;
         }
     };
+    let local = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::new(bind, port));
+    let runtime = runtime.bound_to(local);
     runtime.start();
-    let local = listener.local_addr().ok();
-    if let Some(local) = local {
-        tracing::info!(
-            tools = runtime.registry.tools().len(),
-            "Listening on http://{local}/mcp"
-        );
-    }
-    let public_url = runtime
-        .config
-        .mcp
-        .public_url
-        .clone()
-        .or_else(|| std::env::var("SERVER_URL").ok())
-        .unwrap_or_else(|| match local {
-            Some(local) => format!("http://{local}"),
-            None => format!("http://{bind}:{port}"),
-        });
-    let resource = ResourceIdentity::new(&public_url, runtime.config.mcp.oauth.scopes.clone());
-    let registry = runtime.registry.clone();
-    let app = Arc::new(HttpApp { runtime, resource });
+    tracing::info!(
+        tools = runtime.registry.tools().len(),
+        generation = %runtime.generation.short_hash(),
+        "Listening on http://{local}/mcp"
+    );
+    let server = Arc::new(Server::new(
+        runtime,
+        config_path,
+        args.common.clone(),
+        local,
+        reload_log,
+        args.drain_timeout,
+    ));
+    #[cfg(unix)]
+    let hangups = tokio::spawn(server.clone().reload_on_hangup());
+    let watcher = (!args.no_watch).then(|| tokio::spawn(server.clone().watch(args.watch_interval)));
+    let app = Arc::new(HttpApp {
+        server: server.clone(),
+    });
     http::serve(listener, app, shutdown_signal()).await;
+    #[cfg(unix)]
+    hangups.abort();
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     tracing::info!("shutting down modules");
-    let _ = tokio::task::spawn_blocking(move || registry.shutdown()).await;
+    let last = server.current();
+    let _ = tokio::task::spawn_blocking(move || last.shutdown_modules_except(None)).await;
     ExitCode::SUCCESS
 }
 

@@ -21,6 +21,26 @@ pub struct ModuleInfo {
     pub tool_family: String,
     /// The plugin's own version.
     pub version: String,
+    /// Who may see and call the module's tools. Absent (plugins built
+    /// before this field): users with the `user` or `admin` role.
+    #[serde(default)]
+    pub tool_access: ToolAccess,
+    /// A line for the MCP server instructions, where `{prefix}` stands for
+    /// each module's tool prefix (`Each database has {prefix}-delegate …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+}
+
+/// Who may see and call a tool (the seed's rules). Checked by the host
+/// before a call reaches the plugin.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ToolAccess {
+    /// Any authenticated caller.
+    Authenticated,
+    /// Callers whose role (or custom roles) include `user` or `admin`.
+    #[default]
+    UserOrAdmin,
 }
 
 /// MCP tool annotations (hints to clients, never trusted for security).
@@ -150,4 +170,29 @@ pub struct ConfigIssue {
 pub struct ConfigReport {
     pub errors: Vec<ConfigIssue>,
     pub warnings: Vec<ConfigIssue>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plugin built before `toolAccess` and `instructions` existed sends
+    /// neither: its tools keep the seed's rule (user or admin) and it adds
+    /// no instructions.
+    #[test]
+    fn module_info_of_an_older_plugin_reads_with_the_safe_defaults() {
+        let info: ModuleInfo = serde_json::from_str(
+            r#"{"kind": "x", "defaultToolPrefix": "x", "displayName": "X",
+                "toolFamily": "x", "version": "0.1.0"}"#,
+        )
+        .unwrap();
+        assert_eq!(info.tool_access, ToolAccess::UserOrAdmin);
+        assert_eq!(info.instructions, None);
+        let info: ModuleInfo = serde_json::from_str(
+            r#"{"kind": "x", "defaultToolPrefix": "x", "displayName": "X",
+                "toolFamily": "x", "version": "0.1.0", "toolAccess": "authenticated"}"#,
+        )
+        .unwrap();
+        assert_eq!(info.tool_access, ToolAccess::Authenticated);
+    }
 }

@@ -31,7 +31,7 @@ pub struct Host {
     child: Child,
     pub base_url: String,
     logs: Arc<Mutex<Vec<String>>>,
-    _config: tempfile::NamedTempFile,
+    config: tempfile::NamedTempFile,
     client: reqwest::blocking::Client,
     next_id: u64,
     /// Sent as `Authorization: Bearer …` on MCP requests when set.
@@ -46,6 +46,14 @@ pub fn config_file(config: &Value) -> tempfile::NamedTempFile {
         .expect("config file");
     std::fs::write(file.path(), config.to_string()).expect("write config");
     file
+}
+
+/// Replaces `path` with `contents` by atomic rename, as operators (and
+/// Kubernetes) do: readers see the old file or the new, never a half.
+pub fn replace_file(path: &Path, contents: &[u8]) {
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, contents).expect("write staged file");
+    std::fs::rename(&staged, path).expect("rename staged file");
 }
 
 /// Runs `mcp-delegate` with `args` to completion: (exit code, stdout, stderr).
@@ -170,7 +178,7 @@ impl Host {
             child,
             base_url,
             logs,
-            _config: config_file,
+            config: config_file,
             client: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -178,6 +186,21 @@ impl Host {
             next_id: 1,
             bearer: None,
         }
+    }
+
+    /// The config file the host serves: rewrite it (atomically, see
+    /// [`replace_file`]) to reload.
+    pub fn config_path(&self) -> &Path {
+        self.config.path()
+    }
+
+    /// Sends `SIGHUP` (reload).
+    pub fn hang_up(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success());
     }
 
     pub fn mcp_url(&self) -> String {

@@ -55,6 +55,36 @@ pub fn plugin_dir(libraries: &[PathBuf]) -> tempfile::TempDir {
     dir
 }
 
+/// The echo plugin rebuilt so that it answers `"build": "echo-build-2"`
+/// (an upgrade of the same plugin), in its own target dir, under a name of
+/// its own. Built once per test process.
+pub fn rebuilt_echo_plugin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let target_dir = workspace_root().join("target").join("echo-rebuilt");
+            let status = Command::new(env!("CARGO"))
+                .current_dir(workspace_root())
+                .env("MCP_DELEGATE_ECHO_BUILD", "echo-build-2")
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "mcp-delegate-echo",
+                    "--target-dir",
+                ])
+                .arg(&target_dir)
+                .status()
+                .expect("run cargo");
+            assert!(status.success(), "rebuilding the echo plugin failed");
+            let built = target_dir.join("debug").join("libmcp_delegate_echo.so");
+            let renamed = target_dir.join("libmcp_delegate_echo_rebuilt.so");
+            std::fs::copy(&built, &renamed).expect("copy rebuilt echo");
+            renamed
+        })
+        .clone()
+}
+
 /// The echo plugin built against a plugin-api with a changed `HostServices`
 /// layout (feature `abi-break-test`), in its own target dir. Built once per
 /// test process.

@@ -2,7 +2,7 @@
 
 use mcp_delegate_tests::host::{self, Host};
 use mcp_delegate_tests::paths::{plugin_dir, plugin_library};
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[test]
 fn check_config_reports_every_error_with_its_path_and_never_a_secret() {
@@ -96,13 +96,15 @@ fn an_unresolved_secret_stops_startup_with_the_field_path() {
     );
 }
 
-/// `check-config` builds what `serve` builds: a config that `serve` would
-/// refuse after the registry (token exchange through an IdP not used for
-/// it, a plugin declaring an invalid tool) fails `check-config` too, with
-/// the field's path, and stops `serve` with the same message.
+/// `check-config` builds what `serve` builds (and reload too): every class
+/// of error that stops `serve` (a type error, a bad value, an unusable IdP,
+/// a missing secret, a malformed module entry, a plugin refusing its entry,
+/// duplicate tool names, a token exchange through an unknown IdP or one not
+/// used for it, a plugin declaring an invalid tool, no authentication off
+/// loopback) fails `check-config` too, with the field's path, and stops
+/// `serve` with the same path.
 #[test]
-fn check_config_refuses_what_serve_refuses_after_the_registry() {
-    let plugins = plugin_dir(&[plugin_library("mcp_delegate_echo")]);
+fn check_config_refuses_every_class_of_error_serve_refuses() {
     let exchange_through_a_requestor_idp = json!({
         "auth": {"trustedIDPs": [{"name": "corp", "issuer": "https://idp.example.com",
             "audience": "mcp", "jwksUri": "https://idp.example.com/jwks", "use": ["requestor"]}]},
@@ -114,18 +116,91 @@ fn check_config_refuses_what_serve_refuses_after_the_registry() {
         "auth": {"mode": "none"},
         "delegation": {"modules": {"echo1": {"inputSchema": "not a schema"}}}
     });
-    for (config, path) in [
+    let plugins = plugin_dir(&[
+        plugin_library("mcp_delegate_echo"),
+        plugin_library("mcp_delegate_postgresql"),
+    ]);
+    let none = json!({"mode": "none"});
+    let idp = |extra: Value| {
+        let mut idp = json!({"name": "corp", "issuer": "https://idp.example.com",
+            "audience": "mcp", "jwksUri": "https://idp.example.com/jwks"});
+        if let (Some(idp), Value::Object(extra)) = (idp.as_object_mut(), extra) {
+            idp.extend(extra);
+        }
+        idp
+    };
+    // One config per class of error serve refuses, and the path it names.
+    let classes = [
+        (json!({"auth": none, "mcp": {"port": "eighty"}}), "mcp.port"),
+        (
+            json!({"auth": none, "mcp": {"maxRequestBytes": 0}}),
+            "mcp.maxRequestBytes",
+        ),
+        (json!({"auth": {"trustedIDPs": []}}), "auth.trustedIDPs"),
+        (
+            json!({"auth": {"trustedIDPs": [idp(json!({"algorithms": ["HS256"]}))]}}),
+            "auth.trustedIDPs[0].algorithms[0]",
+        ),
+        (
+            json!({"auth": {"trustedIDPs": [idp(json!({})), idp(json!({}))]}}),
+            "auth.trustedIDPs[1].name",
+        ),
+        (
+            json!({"auth": none, "delegation": {"modules": {"echo1": {"greeting": {"$secret": "NO_SUCH_SECRET_ANYWHERE"}}}}}),
+            "delegation.modules.echo1.greeting",
+        ),
+        (
+            json!({"auth": none, "delegation": {"modules": {"echo1": []}}}),
+            "delegation.modules.echo1",
+        ),
+        (
+            json!({"auth": none, "delegation": {"modules": {"echo1": {"toolPrefix": 3}}}}),
+            "delegation.modules.echo1.toolPrefix",
+        ),
+        (
+            json!({"auth": none, "delegation": {"modules": {"echo1": {"greeting": 7}}}}),
+            "delegation.modules.echo1.greeting",
+        ),
+        (
+            json!({"auth": none, "delegation": {"modules": {"postgresql1": {"host": "db", "port": "x"}}}}),
+            "delegation.modules.postgresql1.port",
+        ),
+        (
+            json!({"auth": none, "delegation": {"modules": {
+                "echo1": {}, "echo2": {"toolPrefix": "echo1"}}}}),
+            "delegation.modules.echo2",
+        ),
+        (
+            json!({"auth": {"trustedIDPs": [idp(json!({}))]},
+                   "delegation": {"modules": {"echo1": {"tokenExchange": {
+                "idpName": "nobody", "tokenEndpoint": "https://idp.example.com/token",
+                "audience": "db", "clientId": "c", "clientSecret": "s"}}}}}),
+            "delegation.modules.echo1.tokenExchange.idpName",
+        ),
         (
             exchange_through_a_requestor_idp,
             "delegation.modules.echo1.tokenExchange.idpName",
         ),
         (invalid_tool, "delegation.modules.echo1"),
-    ] {
-        let (code, stdout) = host::check_config(&config, plugins.path(), &[]);
-        assert_eq!(code, 1, "{stdout}");
-        assert!(stdout.contains(&format!("error: {path}: ")), "{stdout}");
-        let (code, _, stderr) = host::serve_to_exit(&config, plugins.path(), &[]);
-        assert_eq!(code, 2, "{stderr}");
-        assert!(stderr.contains(path), "{stderr}");
+    ];
+    let mut cases: Vec<(Value, &str, &[&str])> = classes
+        .into_iter()
+        .map(|(config, path)| (config, path, &[][..]))
+        .collect();
+    cases.push((
+        json!({"auth": {"mode": "none"}}),
+        "auth.mode",
+        &["--bind", "0.0.0.0"],
+    ));
+    for (config, path, args) in cases {
+        let (code, stdout) = host::check_config(&config, plugins.path(), args);
+        assert_eq!(code, 1, "{config}: {stdout}");
+        assert!(
+            stdout.contains(&format!("error: {path}: ")),
+            "{config}: {stdout}"
+        );
+        let (code, _, stderr) = host::serve_to_exit(&config, plugins.path(), args);
+        assert_eq!(code, 2, "{config}: {stderr}");
+        assert!(stderr.contains(path), "{config}: {stderr}");
     }
 }

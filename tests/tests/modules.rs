@@ -90,6 +90,19 @@ fn seed_dual_config_gives_each_module_its_own_pool_and_prefixed_tools() {
             "missing log line {line:?}"
         );
     }
+    // The server instructions come from the plugin, one line per prefix.
+    let init = host.rpc(
+        "initialize",
+        json!({"protocolVersion": "2025-06-18", "capabilities": {},
+               "clientInfo": {"name": "test", "version": "0"}}),
+    );
+    let instructions = init["result"]["instructions"].as_str().unwrap_or_default();
+    for prefix in ["sql1", "sql2"] {
+        assert!(
+            instructions.contains(&format!("{prefix}-delegate runs SQL")),
+            "{instructions}"
+        );
+    }
     // The plugin library is loaded once for both instances.
     let loads = host
         .logs()

@@ -148,14 +148,19 @@ impl JwksCache {
         tracing::debug!(jwks_uri = %self.uri, keys = count, "JWKS refreshed");
         Ok(count)
     }
+}
 
-    /// Refreshes now and then every `interval`, forever (a background task).
-    pub async fn refresh_periodically(self: Arc<Self>, interval: Duration) {
-        loop {
-            if let Err(err) = self.fetch().await {
-                tracing::warn!(jwks_uri = %self.uri, error = %err, "JWKS refresh failed");
-            }
-            tokio::time::sleep(interval).await;
+/// Refreshes a key set every `interval` until the generation holding it is
+/// gone (a reload replaced its authenticator).
+pub async fn refresh_periodically(keys: std::sync::Weak<JwksCache>, interval: Duration) {
+    loop {
+        let Some(keys) = keys.upgrade() else {
+            return;
+        };
+        if let Err(err) = keys.fetch().await {
+            tracing::warn!(jwks_uri = %keys.uri, error = %err, "JWKS refresh failed");
         }
+        drop(keys);
+        tokio::time::sleep(interval).await;
     }
 }

@@ -12,6 +12,7 @@ mod verify;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mcp_delegate_plugin_api::ToolAccess;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -44,6 +45,16 @@ pub struct Principal {
     /// reads them, and one string per cached token is far smaller than a
     /// map of values (see `VERIFIED_TOKEN_CACHE_ENTRIES`).
     pub claims_json: Box<str>,
+}
+
+/// Whether `principal` may see and call a tool with `access` (the seed's
+/// rules: `user` or `admin` for module tools). `None` principal:
+/// authentication is off (`auth.mode: "none"`).
+pub fn may_use(access: ToolAccess, principal: Option<&Principal>) -> bool {
+    match (access, principal) {
+        (_, None) | (ToolAccess::Authenticated, Some(_)) => true,
+        (ToolAccess::UserOrAdmin, Some(principal)) => principal.has_role(&["user", "admin"]),
+    }
 }
 
 impl Principal {
@@ -133,7 +144,10 @@ impl Authenticator {
         for idp in &self.idps {
             let interval =
                 Duration::from_secs(idp.config.security.jwks_refresh_interval_seconds.max(1));
-            tokio::spawn(idp.jwks.clone().refresh_periodically(interval));
+            tokio::spawn(jwks::refresh_periodically(
+                Arc::downgrade(&idp.jwks),
+                interval,
+            ));
         }
     }
 

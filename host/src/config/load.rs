@@ -10,8 +10,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::auth::AuthMode;
-use super::model::{Config, ModuleEntry};
-use super::secrets::{join, SecretSource};
+use super::model::{Config, DelegationSection, ModuleEntry};
+use super::module::ModuleConfig;
+use super::secrets::{join, SecretReads, SecretSource};
+use super::source::ConfigSource;
 
 /// Errors and warnings, each with the JSON path it is about.
 #[derive(Debug, Default)]
@@ -65,14 +67,14 @@ const SECTIONS: &[&str] = &["auth", "delegation", "mcp", "plugins"];
 /// both returned; the caller decides (errors stop startup).
 pub fn load_file(path: &Path, secrets: &SecretSource) -> (Option<Config>, Diagnostics) {
     let mut diagnostics = Diagnostics::default();
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(err) => {
             diagnostics.error("", format!("cannot read {}: {err}", path.display()));
             return (None, diagnostics);
         }
     };
-    let mut root: Value = match serde_json::from_str(&text) {
+    let mut root: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
         Err(err) => {
             diagnostics.error(
@@ -86,7 +88,9 @@ pub fn load_file(path: &Path, secrets: &SecretSource) -> (Option<Config>, Diagno
             return (None, diagnostics);
         }
     };
-    secrets.resolve(&mut root, "", &mut diagnostics);
+    let mut reads = SecretReads::default();
+    secrets.resolve(&mut root, "", &mut diagnostics, &mut reads);
+    let source = ConfigSource::new(path, &bytes, &reads);
     let Value::Object(mut sections) = root else {
         diagnostics.error("", "the config must be a JSON object");
         return (None, diagnostics);
@@ -96,12 +100,22 @@ pub fn load_file(path: &Path, secrets: &SecretSource) -> (Option<Config>, Diagno
             diagnostics.warning(&join("", key), "unknown key (ignored)");
         }
     }
-    let mut config = Config::default();
+    let mut config = Config {
+        source,
+        auth_source: sections.get("auth").cloned().unwrap_or(Value::Null),
+        ..Config::default()
+    };
     if let Some(auth) = parse_section(&mut sections, "auth", &mut diagnostics) {
         config.auth = auth;
     }
-    if let Some(delegation) = parse_section(&mut sections, "delegation", &mut diagnostics) {
-        config.delegation = delegation;
+    if let Some(delegation) =
+        parse_section::<DelegationSection>(&mut sections, "delegation", &mut diagnostics)
+    {
+        config.delegation.modules = delegation
+            .modules
+            .into_iter()
+            .filter_map(|(name, entry)| parse_module_entry(name, entry, &mut diagnostics))
+            .collect();
     }
     if let Some(mcp) = parse_section(&mut sections, "mcp", &mut diagnostics) {
         config.mcp = mcp;
@@ -138,23 +152,32 @@ fn parse_at<T: DeserializeOwned>(
     parsed
 }
 
-/// Parses the host's keys of one module entry (the plugin checks the rest).
-pub(crate) fn parse_module_entry(
-    name: &str,
-    entry: &Value,
+/// Splits one module entry into the host's keys, parsed (the plugin
+/// checks the rest), and the plugin's JSON.
+fn parse_module_entry(
+    name: String,
+    entry: Value,
     diagnostics: &mut Diagnostics,
-) -> Option<ModuleEntry> {
-    let path = join("delegation.modules", name);
-    let Some(object) = entry.as_object() else {
+) -> Option<ModuleConfig> {
+    let path = join("delegation.modules", &name);
+    let Value::Object(object) = entry else {
         diagnostics.error(&path, "a module entry must be an object");
         return None;
     };
-    let host_keys: Map<String, Value> = object
-        .iter()
-        .filter(|(key, _)| ModuleEntry::HOST_KEYS.contains(&key.as_str()))
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect();
-    parse_at(Value::Object(host_keys), &path, false, diagnostics)
+    let (host_keys, plugin): (Map<String, Value>, Map<String, Value>) = object
+        .into_iter()
+        .partition(|(key, _)| ModuleEntry::HOST_KEYS.contains(&key.as_str()));
+    let token_exchange_source = host_keys
+        .get("tokenExchange")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let host = parse_at(Value::Object(host_keys), &path, false, diagnostics)?;
+    Some(ModuleConfig {
+        name,
+        host,
+        plugin: Value::Object(plugin),
+        token_exchange_source,
+    })
 }
 
 /// Signature algorithms a token may use: asymmetric only. `none` and HMAC
@@ -242,7 +265,7 @@ mod tests {
     fn module_entry_type_error_names_the_entry() {
         let mut diagnostics = Diagnostics::default();
         let entry = serde_json::json!({"toolPrefix": 3, "host": "db"});
-        assert!(parse_module_entry("postgresql1", &entry, &mut diagnostics).is_none());
+        assert!(parse_module_entry("postgresql1".into(), entry, &mut diagnostics).is_none());
         assert_eq!(
             diagnostics.errors[0].path,
             "delegation.modules.postgresql1.toolPrefix"

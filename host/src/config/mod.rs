@@ -5,10 +5,13 @@
 pub mod auth;
 mod load;
 mod model;
+mod module;
 mod secrets;
+mod source;
 
 pub use auth::{AuthMode, IdpUse};
-pub(crate) use load::parse_module_entry;
 pub use load::{load_file, Diagnostics};
 pub use model::{Config, McpConfig, ModuleEntry};
+pub use module::ModuleConfig;
 pub use secrets::SecretSource;
+pub use source::current_hash;

@@ -8,30 +8,47 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::auth::{AuthConfig, TokenExchangeConfig};
+use super::module::ModuleConfig;
+use super::source::ConfigSource;
 
 /// Default bound on an HTTP request body (`mcp.maxRequestBytes`).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// Default page size of `tools/list` (`mcp.toolsPageSize`).
 pub const DEFAULT_TOOLS_PAGE_SIZE: usize = 100;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// One config file, parsed. Each section is parsed on its own
+/// (`load.rs`), so this type is built, not deserialised.
+#[derive(Debug, Default)]
 pub struct Config {
-    #[serde(default)]
+    /// The files it was read from, and their hash.
+    pub(crate) source: ConfigSource,
     pub auth: AuthConfig,
-    #[serde(default)]
+    /// The `auth` section as resolved JSON (secrets substituted): a reload
+    /// keeps the running authenticator when it is unchanged.
+    pub(crate) auth_source: Value,
     pub delegation: DelegationConfig,
-    #[serde(default)]
     pub mcp: McpConfig,
-    #[serde(default)]
     pub plugins: PluginsConfig,
 }
 
+#[derive(Debug, Default)]
+pub struct DelegationConfig {
+    /// Module entries in file order, each parsed once into the host's keys
+    /// and the plugin's JSON.
+    pub modules: Vec<ModuleConfig>,
+}
+
+impl DelegationConfig {
+    pub fn module(&self, name: &str) -> Option<&ModuleConfig> {
+        self.modules.iter().find(|module| module.name == name)
+    }
+}
+
+/// The `delegation` section as written (before its entries are split).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DelegationConfig {
-    /// Module entries in file order (serde_json's `preserve_order`). Each is
-    /// split into host keys and the plugin's own keys by [`ModuleEntry`].
+pub(super) struct DelegationSection {
+    /// In file order (serde_json's `preserve_order`).
     #[serde(default)]
     pub modules: Map<String, Value>,
 }
@@ -114,7 +131,7 @@ pub struct PluginsConfig {
 
 /// The host's own keys of a `delegation.modules.<name>` entry. Everything
 /// else in the entry belongs to the plugin and is handed to it as JSON.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ModuleEntry {
     /// Module kind, when the entry's name does not start with it.

@@ -21,34 +21,59 @@ impl Default for SecretSource {
     }
 }
 
+/// The secret files a config looked at, with what they held (`None`:
+/// missing), in the order first read: part of the config's generation, so
+/// a rotated secret file is a config change.
+#[derive(Debug, Default, Clone)]
+pub struct SecretReads(pub Vec<(PathBuf, Option<Vec<u8>>)>);
+
+impl SecretReads {
+    fn read(&mut self, path: PathBuf) -> Option<Vec<u8>> {
+        if let Some((_, content)) = self.0.iter().find(|(known, _)| *known == path) {
+            return content.clone();
+        }
+        let content = std::fs::read(&path).ok();
+        self.0.push((path, content.clone()));
+        content
+    }
+}
+
 impl SecretSource {
-    fn lookup(&self, name: &str) -> Option<String> {
+    fn lookup(&self, name: &str, reads: &mut SecretReads) -> Option<String> {
         // Secret files conventionally end with one newline; it is not part
         // of the secret.
-        if let Ok(text) = std::fs::read_to_string(self.directory.join(name)) {
-            return Some(text.strip_suffix('\n').unwrap_or(&text).to_owned());
+        if let Some(bytes) = reads.read(self.directory.join(name)) {
+            if let Ok(text) = String::from_utf8(bytes) {
+                return Some(text.strip_suffix('\n').unwrap_or(&text).to_owned());
+            }
         }
         std::env::var(name).ok()
     }
 
     /// Replaces every secret reference in `value`. Problems are recorded with
     /// the JSON path of the field; the secret's value never is.
-    pub fn resolve(&self, value: &mut Value, path: &str, diagnostics: &mut Diagnostics) {
+    pub fn resolve(
+        &self,
+        value: &mut Value,
+        path: &str,
+        diagnostics: &mut Diagnostics,
+        reads: &mut SecretReads,
+    ) {
         match value {
             Value::Object(map) => {
                 if map.len() == 1 {
                     if let Some(reference) = map.get("$secret") {
-                        *value = self.resolve_reference(reference, path, diagnostics);
+                        *value = self.resolve_reference(reference, path, diagnostics, reads);
                         return;
                     }
                 }
                 for (key, child) in map.iter_mut() {
-                    self.resolve(child, &join(path, key), diagnostics);
+                    self.resolve(child, &join(path, key), diagnostics, reads);
                 }
             }
             Value::Array(items) => {
                 for (index, child) in items.iter_mut().enumerate() {
-                    self.resolve(child, &format!("{path}[{index}]"), diagnostics);
+                    self.resolve(child, &format!("{path}[{index}]"), diagnostics, reads);
                 }
             }
             _ => {}
@@ -60,6 +85,7 @@ impl SecretSource {
         reference: &Value,
         path: &str,
         diagnostics: &mut Diagnostics,
+        reads: &mut SecretReads,
     ) -> Value {
         let Some(name) = reference.as_str().filter(|name| is_valid_name(name)) else {
             diagnostics.error(
@@ -68,7 +94,7 @@ impl SecretSource {
             );
             return Value::Null;
         };
-        match self.lookup(name) {
+        match self.lookup(name, reads) {
             Some(secret) => Value::String(secret),
             None => {
                 diagnostics.error(
@@ -126,7 +152,9 @@ mod tests {
             "c": {"$secret": "../etc/passwd"}
         });
         let mut diagnostics = Diagnostics::default();
-        source.resolve(&mut value, "", &mut diagnostics);
+        let mut reads = SecretReads::default();
+        source.resolve(&mut value, "", &mut diagnostics, &mut reads);
+        assert_eq!(reads.0.len(), 3, "the files looked for: {:?}", reads.0);
         assert_eq!(value["a"]["password"], "s3cret");
         assert_eq!(value["b"][0], "from-env");
         let paths: Vec<_> = diagnostics.errors.iter().map(|e| e.path.as_str()).collect();

@@ -43,7 +43,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::ToolCallReply;
+use crate::call::ToolCallReply;
 use crate::json::RawJson;
 
 /// A `tools/call` the direct path will answer.

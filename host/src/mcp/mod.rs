@@ -1,15 +1,12 @@
 //! The MCP protocol layer. This is the only module that knows rmcp: it turns
-//! the [`Registry`] into an rmcp `ServerHandler` served statelessly over
+//! a generation's [`CallCore`] into an rmcp `ServerHandler` served statelessly over
 //! Streamable HTTP (any replica can answer any request), for protocol
 //! 2026-07-28 (`server/discover`) and the legacy `initialize` flow alike.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use base64::Engine as _;
-use mcp_delegate_plugin_api::{codes, CallContext, ToolError};
+use mcp_delegate_plugin_api::{codes, ToolError};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -20,10 +17,9 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{json, Value};
 
-use crate::auth::exchange::TokenExchanger;
-use crate::auth::{Credentials, Principal};
-use crate::json::RawJson;
-use crate::registry::{ExposedTool, Registry, Route};
+use crate::auth::{may_use, Credentials};
+use crate::call::{CallCore, ToolCallReply};
+use crate::registry::Route;
 
 /// HTTP-level settings of the MCP endpoint.
 pub struct EndpointSettings {
@@ -46,25 +42,36 @@ pub type McpService = StreamableHttpService<McpHandler, NeverSessionManager>;
 /// The `/mcp` endpoint: rmcp's service, and the direct path beside it for
 /// plain tools/call requests (see [`direct`]).
 pub struct McpEndpoint {
-    pub service: McpService,
-    pub handler: McpHandler,
-    pub hosts: direct::HostAllowList,
+    service: McpService,
+    hosts: direct::HostAllowList,
+}
+
+impl McpEndpoint {
+    /// Serves a request through rmcp.
+    pub async fn handle<B>(&self, request: http::Request<B>) -> crate::http::HttpResponse
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Error: std::fmt::Display,
+    {
+        self.service.handle(request).await
+    }
+
+    /// The plain `tools/call` in `body`, when the direct path may answer it.
+    pub fn recognize<'a>(
+        &self,
+        headers: &http::HeaderMap,
+        body: &'a [u8],
+    ) -> Option<direct::DirectCall<'a>> {
+        direct::recognize(headers, body, &self.hosts)
+    }
 }
 
 struct McpState {
-    registry: Arc<Registry>,
+    core: Arc<CallCore>,
     /// `tools/list` entries, in the registry's (sorted) order, built once.
     listed: Vec<Tool>,
     page_size: usize,
     server_name: String,
-    next_request: AtomicU64,
-    delegation: Delegation,
-}
-
-/// How module calls get their database identities.
-pub struct Delegation {
-    /// Per module name, when the module has `tokenExchange`.
-    pub exchangers: HashMap<String, Arc<TokenExchanger>>,
 }
 
 #[derive(Clone)]
@@ -81,15 +88,15 @@ pub struct InvalidToolSpec {
     pub reason: String,
 }
 
-/// Builds the `/mcp` endpoint.
+/// Builds the `/mcp` endpoint of one generation.
 pub fn endpoint(
-    registry: Arc<Registry>,
+    core: Arc<CallCore>,
     server_name: String,
     page_size: usize,
     settings: EndpointSettings,
-    delegation: Delegation,
 ) -> Result<McpEndpoint, InvalidToolSpec> {
-    let listed = registry
+    let listed = core
+        .registry()
         .tools()
         .iter()
         .map(|tool| {
@@ -104,12 +111,10 @@ pub fn endpoint(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let handler = McpHandler(Arc::new(McpState {
-        registry,
+        core,
         listed,
         page_size,
         server_name,
-        next_request: AtomicU64::new(1),
-        delegation,
     }));
     let hosts = direct::HostAllowList::new(&settings.allowed_hosts);
     let mut config = StreamableHttpServerConfig::default()
@@ -129,11 +134,7 @@ pub fn endpoint(
         Arc::new(NeverSessionManager::default()),
         config,
     );
-    Ok(McpEndpoint {
-        service,
-        handler,
-        hosts,
-    })
+    Ok(McpEndpoint { service, hosts })
 }
 
 /// The MCP form of a tool spec, or why it has none.
@@ -183,208 +184,11 @@ fn credentials_of(context: &RequestContext<RoleServer>) -> Option<Credentials> {
         .cloned()
 }
 
-impl McpState {
-    /// The call context for a module tool: who calls, and as which database
-    /// identity. Errors are tool errors; nothing has run yet.
-    async fn module_context(
-        &self,
-        module: &str,
-        credentials: Option<&Credentials>,
-        request_id: String,
-    ) -> Result<CallContext, ToolError> {
-        let Some(credentials) = credentials else {
-            return Ok(CallContext {
-                request_id,
-                ..CallContext::default()
-            });
-        };
-        let principal = &credentials.principal;
-        if let Some(entry) = self.registry.entries.get(module) {
-            let missing: Vec<&String> = entry
-                .required_scopes
-                .iter()
-                .filter(|scope| !principal.scopes.contains(scope))
-                .collect();
-            if !missing.is_empty() {
-                return Err(ToolError::new(
-                    codes::INSUFFICIENT_SCOPE,
-                    format!(
-                        "module '{module}' requires the scope(s): {}",
-                        join(&missing)
-                    ),
-                )
-                .with("requiredScopes", json!(missing)));
-            }
-        }
-        let (identity, roles) = match self.delegation.exchangers.get(module) {
-            Some(exchanger) => {
-                let delegated = exchanger.delegate(credentials).await?;
-                (delegated.identity.clone(), delegated.roles.clone())
-            }
-            None => {
-                let identity = principal.legacy_username.clone().ok_or_else(|| {
-                    ToolError::new(
-                        codes::DELEGATED_IDENTITY_MISSING,
-                        format!(
-                            "the token has no '{}' claim, so there is no database identity to run as",
-                            principal.legacy_username_claim
-                        ),
-                    )
-                    .with("claim", principal.legacy_username_claim.clone())
-                })?;
-                (identity, principal.delegated_roles.clone())
-            }
-        };
-        Ok(CallContext {
-            delegated_identity: Some(identity),
-            delegated_roles: roles,
-            ..principal_context(principal, request_id)
-        })
-    }
-
-    /// Runs one tool call to completion. Blocking: plugin code runs here.
-    fn dispatch(
-        &self,
-        tool: &ExposedTool,
-        context: &CallContext,
-        principal: Option<&Principal>,
-        args_json: &str,
-    ) -> Result<RawJson, ToolError> {
-        match &tool.route {
-            Route::Module { module, tool } => module.call(tool, context, args_json),
-            Route::Builtin(builtin) => {
-                let args: Value = serde_json::from_str(args_json).map_err(|err| {
-                    ToolError::new(
-                        codes::INVALID_ARGUMENTS,
-                        format!("the arguments are not JSON: {err}"),
-                    )
-                })?;
-                builtin
-                    .call(&self.registry, principal, &args)
-                    .map(|value| RawJson::from_value(&value))
-            }
-        }
-    }
-
-    /// One `tools/call`, whichever path it came by: access, delegated
-    /// identity, the plugin call on a blocking thread, and the log line.
-    async fn call_tool(
-        self: &Arc<Self>,
-        name: &str,
-        credentials: Option<&Credentials>,
-        args_json: String,
-    ) -> ToolCallReply {
-        let principal = credentials.map(|c| c.principal.clone());
-        let Some(position) = self.registry.tool_position(name).filter(|&position| {
-            self.registry.tools()[position]
-                .access
-                .allows(principal.as_deref())
-        }) else {
-            return ToolCallReply::UnknownTool;
-        };
-        let tool = &self.registry.tools()[position];
-        let request_id = format!("req-{}", self.next_request.fetch_add(1, Ordering::Relaxed));
-        let started = Instant::now();
-        let call_context = match &tool.route {
-            Route::Module { module, .. } => {
-                self.module_context(&module.name, credentials, request_id.clone())
-                    .await
-            }
-            Route::Builtin(_) => Ok(match &principal {
-                Some(principal) => principal_context(principal, request_id.clone()),
-                None => CallContext {
-                    request_id: request_id.clone(),
-                    ..CallContext::default()
-                },
-            }),
-        };
-        let result = match call_context {
-            Ok(call_context) => {
-                self.run_blocking(position, call_context, principal, args_json)
-                    .await
-            }
-            Err(error) => Err(error),
-        };
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let user = credentials.map_or("-", |c| c.principal.user_id.as_str());
-        let idp = credentials.map_or("-", |c| c.principal.idp.as_str());
-        match &result {
-            Ok(_) => {
-                tracing::info!(tool = %name, %request_id, user, idp, elapsed_ms, "tool call ok");
-            }
-            Err(error) => {
-                tracing::info!(tool = %name, %request_id, user, idp, elapsed_ms, code = %error.error, "tool call failed");
-            }
-        }
-        ToolCallReply::Completed(result)
-    }
-
-    /// Plugins are synchronous and may block on I/O: keep them off the
-    /// runtime's worker threads.
-    async fn run_blocking(
-        self: &Arc<Self>,
-        position: usize,
-        context: CallContext,
-        principal: Option<Arc<Principal>>,
-        args_json: String,
-    ) -> Result<RawJson, ToolError> {
-        let state = self.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let tool = &state.registry.tools()[position];
-            state.dispatch(tool, &context, principal.as_deref(), &args_json)
-        })
-        .await;
-        match outcome {
-            Ok(result) => result,
-            Err(join_error) => Err(ToolError::new(
-                codes::PLUGIN_PANIC,
-                format!(
-                    "the tool call failed unexpectedly ({join_error}); the server keeps running"
-                ),
-            )),
-        }
-    }
-}
-
-/// What a `tools/call` came to, before any protocol encoding.
-pub enum ToolCallReply {
-    /// Unknown, disabled and hidden tools look the same: a protocol error
-    /// (JSON-RPC invalid params), never a tool result.
-    UnknownTool,
-    /// The tool ran (or was refused before running): a tool result.
-    Completed(Result<RawJson, ToolError>),
-}
-
-fn join(items: &[&String]) -> String {
-    items
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn principal_context(principal: &Principal, request_id: String) -> CallContext {
-    CallContext {
-        request_id,
-        user_id: Some(principal.user_id.clone()),
-        username: principal.username.clone(),
-        role: Some(principal.role.clone()),
-        custom_roles: principal.custom_roles.clone(),
-        scopes: principal.scopes.clone(),
-        delegated_identity: None,
-        delegated_roles: Vec::new(),
-    }
-}
-
 impl ServerHandler for McpHandler {
     fn get_info(&self) -> ServerConfig {
         let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build());
         info.server_info = Implementation::new(&self.0.server_name, env!("CARGO_PKG_VERSION"));
-        info.instructions = Some(
-            "Query PostgreSQL databases as your own database role. Each database has \
-             <prefix>-delegate, <prefix>-schema and <prefix>-table-details tools."
-                .to_owned(),
-        );
+        info.instructions = Some(self.0.core.registry().instructions.clone());
         info
     }
 
@@ -398,11 +202,12 @@ impl ServerHandler for McpHandler {
         // Each user sees only the tools they may call.
         let listed: Vec<&Tool> = self
             .0
-            .registry
+            .core
+            .registry()
             .tools()
             .iter()
             .zip(&self.0.listed)
-            .filter(|(tool, _)| tool.access.allows(principal))
+            .filter(|(tool, _)| may_use(tool.access, principal))
             .map(|(_, listed)| listed)
             .collect();
         let start = match request.and_then(|params| params.cursor) {
@@ -431,6 +236,7 @@ impl ServerHandler for McpHandler {
         let args_json = Value::Object(request.arguments.unwrap_or_default()).to_string();
         match self
             .0
+            .core
             .call_tool(&name, credentials.as_ref(), args_json)
             .await
         {
@@ -461,18 +267,6 @@ impl ServerHandler for McpHandler {
             },
             ToolCallReply::Completed(Err(error)) => Ok(error_result(&error).into()),
         }
-    }
-}
-
-impl McpHandler {
-    /// The direct path's entry (see [`direct`]): the same call as rmcp's.
-    pub async fn call_tool_direct(
-        &self,
-        name: &str,
-        credentials: Option<&Credentials>,
-        args_json: String,
-    ) -> ToolCallReply {
-        self.0.call_tool(name, credentials, args_json).await
     }
 }
 

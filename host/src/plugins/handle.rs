@@ -3,11 +3,14 @@
 //! All methods block (plugins do synchronous I/O): call them from
 //! `tokio::task::spawn_blocking`, never on a runtime thread.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use abi_stable::std_types::{RResult, RString};
 use mcp_delegate_plugin_api::{
     codes, CallContext, HealthReport, PluginInstanceBox, ToolError, ToolSpec,
 };
 
+use super::loader::LibraryId;
 use crate::json::RawJson;
 
 /// A plugin's result string, lent to [`RawJson`] without a copy.
@@ -22,12 +25,29 @@ impl AsRef<str> for PluginText {
 pub struct ModuleHandle {
     /// The config entry's name (`postgresql1`).
     pub name: String,
+    /// The library image the instance runs on.
+    pub library: LibraryId,
+    /// The entry's plugin part it was made from: a reload keeps the
+    /// instance (and its pool) only when both are unchanged.
+    pub config: serde_json::Value,
     instance: PluginInstanceBox,
+    shut_down: AtomicBool,
 }
 
 impl ModuleHandle {
-    pub fn new(name: String, instance: PluginInstanceBox) -> Self {
-        Self { name, instance }
+    pub fn new(
+        name: String,
+        library: LibraryId,
+        config: serde_json::Value,
+        instance: PluginInstanceBox,
+    ) -> Self {
+        Self {
+            name,
+            library,
+            config,
+            instance,
+            shut_down: AtomicBool::new(false),
+        }
     }
 
     pub fn tools(&self) -> Result<Vec<ToolSpec>, String> {
@@ -81,7 +101,11 @@ impl ModuleHandle {
         })
     }
 
+    /// Tells the instance to stop (once); its resources are freed when
+    /// the last reference to the handle is dropped.
     pub fn shutdown(&self) {
-        self.instance.shutdown();
+        if !self.shut_down.swap(true, Ordering::AcqRel) {
+            self.instance.shutdown();
+        }
     }
 }

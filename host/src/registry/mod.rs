@@ -1,18 +1,17 @@
 //! Builds the running modules and the exposed tool table from the typed
-//! config and the loaded plugins. Startup and `check-config` both go through
-//! [`build`]; it never blocks on a database (plugins must not).
+//! config and the loaded plugins, as part of [`crate::runtime::Runtime::build`].
+//! It never blocks on a database (plugins must not).
 
 pub(crate) mod naming;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use mcp_delegate_plugin_api::{HostServices, ToolSpec};
-use serde_json::{Map, Value};
+use mcp_delegate_plugin_api::{HostServices, ToolAccess, ToolSpec};
 
 use crate::builtin::{self, Builtin};
-use crate::config::{Config, Diagnostics, ModuleEntry};
-use crate::plugins::{ModuleHandle, PluginSet};
+use crate::config::{Config, Diagnostics, ModuleConfig, ModuleEntry};
+use crate::plugins::{ModuleHandle, ModuleSet, PluginSet, UnavailableModule};
 
 /// Where a tool call goes.
 pub enum Route {
@@ -24,43 +23,22 @@ pub enum Route {
     Builtin(Builtin),
 }
 
-/// Who may see and call a tool (the seed's rules).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    AnyAuthenticated,
-    UserOrAdmin,
-}
-
-impl Access {
-    /// `None` principal: authentication is off (`auth.mode: "none"`).
-    pub fn allows(self, principal: Option<&crate::auth::Principal>) -> bool {
-        match (self, principal) {
-            (_, None) | (Access::AnyAuthenticated, Some(_)) => true,
-            (Access::UserOrAdmin, Some(principal)) => principal.has_role(&["user", "admin"]),
-        }
-    }
-}
-
 pub struct ExposedTool {
     /// The spec as clients see it: prefixed name, suffixed description.
     pub spec: ToolSpec,
     pub route: Route,
-    pub access: Access,
-}
-
-/// A configured module that is not running, and why.
-pub struct UnavailableModule {
-    pub name: String,
-    pub reason: String,
+    /// From the plugin's `ModuleInfo` (or the built-in tool's own rule).
+    pub access: ToolAccess,
 }
 
 /// The modules and tools of one running configuration.
 #[derive(Default)]
 pub struct Registry {
-    pub modules: Vec<Arc<ModuleHandle>>,
-    pub unavailable: Vec<UnavailableModule>,
-    /// The host's keys of every module entry that parsed, by entry name.
+    pub modules: ModuleSet,
+    /// The host's keys of every running module, by entry name.
     pub entries: BTreeMap<String, ModuleEntry>,
+    /// The MCP server instructions: the running modules' lines.
+    pub instructions: String,
     /// Exposed (enabled) tools, sorted by name.
     tools: Vec<ExposedTool>,
     index: HashMap<String, usize>,
@@ -75,27 +53,23 @@ impl Registry {
     pub fn tool_position(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
     }
-
-    /// Every configured module is running.
-    pub fn is_ready(&self) -> bool {
-        self.unavailable.is_empty()
-    }
-
-    pub fn shutdown(&self) {
-        for module in &self.modules {
-            module.shutdown();
-        }
-    }
 }
 
-/// Creates one instance per module entry and the tool table. Fatal findings
-/// (bad module config, duplicate tool names) go to `diagnostics.errors`;
-/// a module whose plugin is missing or fails to start is listed as
-/// unavailable and the others go on.
+/// Said when no module has instructions of its own.
+const GENERIC_INSTRUCTIONS: &str =
+    "Each delegation module's tools run as your own identity in the system it serves.";
+
+/// Creates (or, from `previous`, keeps) one instance per module entry, and
+/// the tool table. An instance is kept when its entry's plugin part and its
+/// plugin library are unchanged, so its pool and caches live on. Fatal
+/// findings (bad module config, duplicate tool names) go to
+/// `diagnostics.errors`; a module whose plugin is missing or fails to start
+/// is listed as unavailable and the others go on.
 pub fn build(
     config: &Config,
     plugins: &PluginSet,
     host: HostServices,
+    previous: Option<&Registry>,
     diagnostics: &mut Diagnostics,
 ) -> Registry {
     let mut registry = Registry::default();
@@ -111,16 +85,16 @@ pub fn build(
         .iter()
         .map(|tool| (tool.spec.name.clone(), "built-in tools".to_owned()))
         .collect();
+    let mut instructions: Vec<String> = Vec::new();
 
     log_module_counts(config, plugins);
-    for (name, raw_entry) in &config.delegation.modules {
+    for entry in &config.delegation.modules {
+        let name = &entry.name;
         let path = format!("delegation.modules.{name}");
-        let Some(entry) = crate::config::parse_module_entry(name, raw_entry, diagnostics) else {
-            continue;
-        };
-        check_token_exchange(config, &path, &entry, diagnostics);
-        let Some(kind) = naming::resolve_kind(name, entry.kind.as_deref(), plugins.kinds()) else {
-            registry.unavailable.push(UnavailableModule {
+        check_token_exchange(config, &path, &entry.host, diagnostics);
+        let Some(kind) = naming::resolve_kind(name, entry.host.kind.as_deref(), plugins.kinds())
+        else {
+            registry.modules.unavailable.push(UnavailableModule {
                 name: name.clone(),
                 reason: format!(
                     "no loaded plugin serves module '{name}' (loaded kinds: {})",
@@ -130,43 +104,57 @@ pub fn build(
             continue;
         };
         let Some(plugin) = plugins.get(&kind) else {
-            registry.unavailable.push(UnavailableModule {
+            registry.modules.unavailable.push(UnavailableModule {
                 name: name.clone(),
                 reason: format!("no loaded plugin serves module kind '{kind}'"),
             });
             continue;
         };
-        let plugin_config = plugin_part(raw_entry);
         let errors_before = diagnostics.errors.len();
-        diagnostics.extend_under(&path, plugin.validate_config(&plugin_config));
+        diagnostics.extend_under(&path, plugin.validate_config(&entry.plugin));
         if diagnostics.errors.len() > errors_before {
             continue;
         }
-        tracing::info!("Registering {} module: {name}", plugin.info.display_name);
-        let instance = match plugin.new_instance(name, &plugin_config, host) {
-            Ok(instance) => instance,
-            Err(reason) => {
-                tracing::error!(module = %name, "module failed to start: {reason}");
-                registry.unavailable.push(UnavailableModule {
-                    name: name.clone(),
-                    reason,
-                });
-                continue;
+        let kept = previous
+            .and_then(|previous| previous.modules.get(name))
+            .filter(|module| module.library == plugin.id && module.config == entry.plugin);
+        let module = match kept {
+            Some(module) => {
+                tracing::debug!(module = %name, "module unchanged; keeping its instance");
+                module.clone()
+            }
+            None => {
+                tracing::info!("Registering {} module: {name}", plugin.info.display_name);
+                match plugin.new_instance(name, &entry.plugin, host) {
+                    Ok(instance) => Arc::new(ModuleHandle::new(
+                        name.clone(),
+                        plugin.id,
+                        entry.plugin.clone(),
+                        instance,
+                    )),
+                    Err(reason) => {
+                        tracing::error!(module = %name, "module failed to start: {reason}");
+                        registry.modules.unavailable.push(UnavailableModule {
+                            name: name.clone(),
+                            reason,
+                        });
+                        continue;
+                    }
+                }
             }
         };
         let prefix = naming::tool_prefix(
             name,
             &kind,
             &plugin.info.default_tool_prefix,
-            entry.tool_prefix.as_deref(),
+            entry.host.tool_prefix.as_deref(),
         );
         let family = &plugin.info.tool_family;
         tracing::info!("Creating {family} tools with prefix '{prefix}' for module '{name}'...");
-        let module = Arc::new(ModuleHandle::new(name.clone(), instance));
         let specs = match module.tools() {
             Ok(specs) => specs,
             Err(reason) => {
-                registry.unavailable.push(UnavailableModule {
+                registry.modules.unavailable.push(UnavailableModule {
                     name: name.clone(),
                     reason,
                 });
@@ -175,7 +163,7 @@ pub fn build(
         };
         let count = specs.len();
         for spec in specs {
-            let exposed = expose(&prefix, &entry, spec);
+            let exposed = expose(&prefix, &entry.host, spec);
             if let Some(other) = origin_of_tool.get(&exposed.name) {
                 diagnostics.error(
                     &path,
@@ -194,12 +182,18 @@ pub fn build(
                     tool: strip_prefix(&exposed.name, &prefix),
                 },
                 spec: exposed,
-                access: Access::UserOrAdmin,
+                access: plugin.info.tool_access,
             });
         }
+        if let Some(line) = &plugin.info.instructions {
+            let line = line.replace("{prefix}", &prefix);
+            if !instructions.contains(&line) {
+                instructions.push(line);
+            }
+        }
         tracing::info!("Registered {count} {family} tools for '{name}'");
-        registry.modules.push(module);
-        registry.entries.insert(name.clone(), entry);
+        registry.modules.running.push(module);
+        registry.entries.insert(name.clone(), entry.host.clone());
     }
 
     apply_enabled_tools(config, &mut candidates, diagnostics);
@@ -210,6 +204,11 @@ pub fn build(
         .map(|(position, tool)| (tool.spec.name.clone(), position))
         .collect();
     registry.tools = candidates;
+    registry.instructions = if instructions.is_empty() {
+        GENERIC_INSTRUCTIONS.to_owned()
+    } else {
+        instructions.join("\n")
+    };
     registry
 }
 
@@ -249,9 +248,10 @@ fn log_module_counts(config: &Config, plugins: &PluginSet) {
             .delegation
             .modules
             .iter()
-            .filter(|(name, entry)| {
-                let explicit = entry.get("type").and_then(Value::as_str);
-                naming::resolve_kind(name, explicit, plugins.kinds()).as_deref() == Some(kind)
+            .filter(|entry: &&ModuleConfig| {
+                naming::resolve_kind(&entry.name, entry.host.kind.as_deref(), plugins.kinds())
+                    .as_deref()
+                    == Some(kind)
             })
             .count();
         if count > 0 {
@@ -261,22 +261,6 @@ fn log_module_counts(config: &Config, plugins: &PluginSet) {
             tracing::info!("Found {count} {display_name} module(s) in config");
         }
     }
-}
-
-/// The entry minus the host's keys: what the plugin is given. `tokenExchange`
-/// (with its client secret) never reaches a plugin.
-/// A module entry without the host's keys: what its plugin sees.
-pub(crate) fn plugin_part(entry: &Value) -> Value {
-    let Some(object) = entry.as_object() else {
-        return Value::Object(Map::new());
-    };
-    Value::Object(
-        object
-            .iter()
-            .filter(|(key, _)| !ModuleEntry::HOST_KEYS.contains(&key.as_str()))
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect(),
-    )
 }
 
 fn expose(prefix: &str, entry: &ModuleEntry, spec: ToolSpec) -> ToolSpec {

@@ -10,9 +10,17 @@
 
 use mcp_delegate_plugin_api::{
     codes, export_module, CallContext, ConfigIssue, ConfigReport, HealthReport, Module,
-    ModuleFactory, ModuleInfo, ToolAnnotations, ToolError, ToolSpec,
+    ModuleFactory, ModuleInfo, ToolAccess, ToolAnnotations, ToolError, ToolSpec,
 };
 use serde_json::{json, Value};
+
+/// Which build of the library answers (`"build"` in every result): the
+/// host's reload tests rebuild the plugin with another value to upgrade it
+/// under a running server.
+const BUILD_MARK: &str = match option_env!("MCP_DELEGATE_ECHO_BUILD") {
+    Some(mark) => mark,
+    None => "echo-build-1",
+};
 
 /// Keys an `echo` module entry understands (besides the host's own keys).
 const KNOWN_KEYS: &[&str] = &["greeting", "inputSchema"];
@@ -35,6 +43,8 @@ impl ModuleFactory for EchoFactory {
             display_name: "Echo".into(),
             tool_family: "echo".into(),
             version: env!("CARGO_PKG_VERSION").into(),
+            tool_access: ToolAccess::UserOrAdmin,
+            instructions: Some("{prefix}-echo returns its arguments and your call context.".into()),
         }
     }
 
@@ -128,6 +138,7 @@ impl Module for EchoModule {
             "instance": self.instance_name,
             "greeting": self.greeting,
             "message": message,
+            "build": BUILD_MARK,
             "context": context,
         }))
     }

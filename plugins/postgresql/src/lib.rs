@@ -21,7 +21,7 @@ mod wire;
 
 use mcp_delegate_plugin_api::{
     codes, export_module, CallContext, ConfigReport, HealthReport, Module, ModuleFactory,
-    ModuleInfo, ToolError, ToolSpec,
+    ModuleInfo, ToolAccess, ToolError, ToolSpec,
 };
 use serde_json::Value;
 
@@ -56,6 +56,12 @@ impl ModuleFactory for PostgresFactory {
             display_name: "PostgreSQL".into(),
             tool_family: "SQL".into(),
             version: env!("CARGO_PKG_VERSION").into(),
+            tool_access: ToolAccess::UserOrAdmin,
+            instructions: Some(
+                "Query PostgreSQL databases as your own database role: {prefix}-delegate runs \
+                 SQL, {prefix}-schema lists tables, {prefix}-table-details describes one."
+                    .into(),
+            ),
         }
     }
 
