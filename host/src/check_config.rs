@@ -14,7 +14,8 @@ pub fn run(file: &Path, common: &CommonArgs) -> ExitCode {
         local_addr: None,
         reload_log: Default::default(),
     };
-    let (built, diagnostics) = Runtime::build(file, &args, None);
+    let built = Runtime::build(file, &args, None);
+    let (built, diagnostics) = (built.runtime, built.diagnostics);
     for warning in &diagnostics.warnings {
         println!(
             "warning: {}: {}",

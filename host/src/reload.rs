@@ -20,9 +20,9 @@ use arc_swap::ArcSwap;
 use mcp_delegate_plugin_api::ConfigIssue;
 
 use crate::cli::CommonArgs;
-use crate::config;
-use crate::plugins::ModuleHandle;
-use crate::runtime::{BuildArgs, Runtime};
+use crate::config::{self, ConfigSource};
+use crate::plugins::{self, ModuleHandle};
+use crate::runtime::{BuildArgs, Built, Runtime};
 use crate::status::{ReloadFailure, ReloadLog};
 
 /// The running server's configuration: the current generation, and what
@@ -42,8 +42,20 @@ pub struct Server {
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
-#[error("reload refused: {} problem(s), first: {}", .0.len(), first(.0))]
-pub struct ReloadRefused(pub Vec<ConfigIssue>);
+#[error("reload refused: {} problem(s), first: {}", .errors.len(), first(.errors))]
+pub struct ReloadRefused {
+    pub errors: Vec<ConfigIssue>,
+    /// The files the refused config was read from, if it could be read.
+    refused_source: Option<ConfigSource>,
+}
+
+/// A refused content, so the watcher does not try it again until it, a
+/// secret file it names, or the plugin directory changes.
+struct Refused {
+    hash: String,
+    secret_files: Vec<PathBuf>,
+    plugins: String,
+}
 
 fn first(issues: &[ConfigIssue]) -> String {
     issues
@@ -88,8 +100,19 @@ impl Server {
 
     /// Builds the config file anew and swaps it in, or changes nothing.
     pub async fn reload(&self, trigger: &str) -> Result<(), ReloadRefused> {
+        self.reload_when(trigger, false).await
+    }
+
+    /// As [`Server::reload`]; with `only_if_changed`, nothing happens when
+    /// the files hash as the running generation does (checked under the
+    /// reload lock, so the watcher does not build again what a `SIGHUP`
+    /// has just loaded).
+    async fn reload_when(&self, trigger: &str, only_if_changed: bool) -> Result<(), ReloadRefused> {
         let _one_at_a_time = self.reloading.lock().await;
         let previous = self.current();
+        if only_if_changed && previous.config.source.current_hash() == previous.generation.hash {
+            return Ok(());
+        }
         let started = Instant::now();
         let path = self.config_path.clone();
         let common = self.common.clone();
@@ -103,46 +126,64 @@ impl Server {
                 local_addr: Some(local_addr),
                 reload_log: args_log,
             };
-            let (built, diagnostics) = Runtime::build(&path, &args, Some(&old));
-            let refusal = built
+            let Built {
+                runtime,
+                diagnostics,
+                source,
+            } = Runtime::build(&path, &args, Some(&old));
+            let errors = runtime
                 .as_ref()
                 .map_or_else(|| diagnostics.errors.clone(), |new| refusal(&old, new));
-            match built {
-                Some(new) if refusal.is_empty() => Ok(new),
+            match runtime {
+                Some(new) if errors.is_empty() => Ok(new),
                 Some(new) => {
                     new.shutdown_modules_except(Some(&old));
-                    Err(refusal)
+                    Err(ReloadRefused {
+                        errors,
+                        refused_source: source,
+                    })
                 }
-                None => Err(refusal),
+                None => Err(ReloadRefused {
+                    errors,
+                    refused_source: source,
+                }),
             }
         })
         .await
         .unwrap_or_else(|join_error| {
-            Err(vec![ConfigIssue {
-                path: String::new(),
-                message: format!("the reload failed unexpectedly: {join_error}"),
-            }])
+            Err(ReloadRefused {
+                errors: vec![ConfigIssue {
+                    path: String::new(),
+                    message: format!("the reload failed unexpectedly: {join_error}"),
+                }],
+                refused_source: None,
+            })
         });
         let new = match built {
             Ok(new) => new,
-            Err(errors) => {
-                for error in &errors {
+            Err(refused) => {
+                for error in &refused.errors {
                     tracing::error!(path = %display_path(&error.path), trigger, "reload refused: {}", error.message);
                 }
-                let hash =
-                    config::current_hash(&self.config_path, &previous.config.source.secret_files);
                 self.reload_log.failed(ReloadFailure {
                     at: SystemTime::now(),
-                    hash,
-                    errors: errors.clone(),
+                    errors: refused.errors.clone(),
                 });
                 tracing::error!(
                     generation = %previous.generation.short_hash(),
                     "the running configuration keeps serving"
                 );
-                return Err(ReloadRefused(errors));
+                return Err(refused);
             }
         };
+        if let Some(authenticator) = new
+            .authenticator
+            .as_ref()
+            .filter(|_| !same_authenticator(&previous, &new))
+        {
+            // Keys before the swap, so the first requests do not wait.
+            authenticator.fetch_keys_now().await;
+        }
         if previous.config.mcp.port != new.config.mcp.port {
             tracing::warn!("mcp.port changed: a new port takes effect at the next restart");
         }
@@ -180,25 +221,80 @@ impl Server {
 
     /// Reloads whenever the config file or a secret file it names holds
     /// other content, checked every `interval`. A content that was refused
-    /// is not tried again until it changes.
+    /// is tried again only when it, a secret file the refused config
+    /// names, or the plugin directory changes (a missing secret or plugin
+    /// arriving later).
     pub async fn watch(self: Arc<Self>, interval: Duration) {
-        let mut last_refused: Option<String> = None;
+        let mut refused: Option<Refused> = None;
         loop {
             tokio::time::sleep(interval).await;
             let current = self.current();
             let source = current.config.source.clone();
-            let Ok(hash) = tokio::task::spawn_blocking(move || source.current_hash()).await else {
+            let plugin_dir = current.plugin_dir.clone();
+            let generation = current.generation.hash.clone();
+            drop(current);
+            let config_path = self.config_path.clone();
+            let retry_files = refused.as_ref().map(|refused| refused.secret_files.clone());
+            let looked = tokio::task::spawn_blocking(move || {
+                let changed = source.current_hash() != generation;
+                let again = retry_files.map(|files| {
+                    (
+                        config::current_hash(&config_path, &files),
+                        plugins::directory_stamp(&plugin_dir),
+                    )
+                });
+                (changed, again, plugin_dir)
+            })
+            .await;
+            let Ok((changed, again, plugin_dir)) = looked else {
                 continue;
             };
-            if hash == current.generation.hash || last_refused.as_ref() == Some(&hash) {
+            if !changed {
                 continue;
             }
-            drop(current);
-            match self.reload("config file changed").await {
-                Ok(()) => last_refused = None,
-                Err(_) => last_refused = Some(hash),
+            if let (Some(refused), Some((hash, stamp))) = (&refused, &again) {
+                if refused.hash == *hash && refused.plugins == *stamp {
+                    continue;
+                }
+            }
+            match self.reload_when("config file changed", true).await {
+                Ok(()) => refused = None,
+                Err(failure) => {
+                    let secret_files = failure
+                        .refused_source
+                        .as_ref()
+                        .map(|source| source.secret_files.clone())
+                        .unwrap_or_default();
+                    let path = self.config_path.clone();
+                    let stamp_of = plugin_dir.clone();
+                    let files = secret_files.clone();
+                    let Ok((hash, plugins)) = tokio::task::spawn_blocking(move || {
+                        (
+                            config::current_hash(&path, &files),
+                            plugins::directory_stamp(&stamp_of),
+                        )
+                    })
+                    .await
+                    else {
+                        continue;
+                    };
+                    refused = Some(Refused {
+                        hash,
+                        secret_files,
+                        plugins,
+                    });
+                }
             }
         }
+    }
+
+    /// Shuts the modules of the generation serving down, once no reload
+    /// is running (a reload finishing later would start instances nobody
+    /// stops).
+    pub async fn shut_down(&self) {
+        let _no_reload = self.reloading.lock().await;
+        let last = self.current();
+        let _ = tokio::task::spawn_blocking(move || last.shutdown_modules_except(None)).await;
     }
 
     /// Reloads on every `SIGHUP`.

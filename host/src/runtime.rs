@@ -21,7 +21,7 @@ use crate::auth::resource::ResourceIdentity;
 use crate::auth::Authenticator;
 use crate::call::CallCore;
 use crate::cli::CommonArgs;
-use crate::config::{self, Config, Diagnostics, McpConfig, SecretSource};
+use crate::config::{self, Config, ConfigSource, Diagnostics, McpConfig, SecretSource};
 use crate::mcp::{self, EndpointSettings, McpEndpoint};
 use crate::plugins::{self, PluginSet};
 use crate::registry::{self, Registry};
@@ -43,6 +43,17 @@ pub struct BuildArgs<'a> {
     pub reload_log: Arc<ReloadLog>,
 }
 
+/// What [`Runtime::build`] came to.
+pub struct Built {
+    /// `None` when the diagnostics hold an error; then nothing of the
+    /// running generation was touched.
+    pub runtime: Option<Runtime>,
+    pub diagnostics: Diagnostics,
+    /// The files the config was read from, when it could be read: a
+    /// refused reload is tried again when one of them changes.
+    pub source: Option<ConfigSource>,
+}
+
 /// Everything built from one config.
 pub struct Runtime {
     pub config: Config,
@@ -57,6 +68,8 @@ pub struct Runtime {
     pub resource: ResourceIdentity,
     /// The build's warnings: a reload that adds one is refused.
     pub warnings: Vec<ConfigIssue>,
+    /// Where its plugin libraries came from.
+    pub plugin_dir: PathBuf,
     /// Kept alive: plugin libraries are never unloaded.
     _plugins: PluginSet,
 }
@@ -64,13 +77,8 @@ pub struct Runtime {
 impl Runtime {
     /// Loads `path` and builds everything it describes, keeping from
     /// `previous` (a reload) the module instances, authenticator and token
-    /// exchangers whose inputs are unchanged. `None` when the diagnostics
-    /// hold an error; then nothing of `previous` was touched.
-    pub fn build(
-        path: &Path,
-        args: &BuildArgs<'_>,
-        previous: Option<&Runtime>,
-    ) -> (Option<Runtime>, Diagnostics) {
+    /// exchangers whose inputs are unchanged.
+    pub fn build(path: &Path, args: &BuildArgs<'_>, previous: Option<&Runtime>) -> Built {
         let common = args.common;
         let secrets = match &common.secrets_dir {
             Some(directory) => SecretSource {
@@ -79,8 +87,14 @@ impl Runtime {
             None => SecretSource::default(),
         };
         let (config, mut diagnostics) = config::load_file(path, &secrets);
+        let source = config.as_ref().map(|config| config.source.clone());
+        let refused = |diagnostics| Built {
+            runtime: None,
+            diagnostics,
+            source: source.clone(),
+        };
         let Some(config) = config.filter(|_| !diagnostics.has_errors()) else {
-            return (None, diagnostics);
+            return refused(diagnostics);
         };
         if config.auth.mode == config::AuthMode::None && !common.bind.is_loopback() {
             diagnostics.error(
@@ -91,14 +105,14 @@ impl Runtime {
                     common.bind
                 ),
             );
-            return (None, diagnostics);
+            return refused(diagnostics);
         }
         let Some(plugin_dir) = plugin_dir(common, &config) else {
             diagnostics.error(
                 "plugins.directory",
                 "no plugin directory: pass --plugin-dir",
             );
-            return (None, diagnostics);
+            return refused(diagnostics);
         };
         tracing::info!(dir = %plugin_dir.display(), "Loading plugins");
         let plugins = plugins::discover(&plugin_dir);
@@ -119,7 +133,7 @@ impl Runtime {
             previous.map(|previous| previous.registry.as_ref()),
             &mut diagnostics,
         );
-        let built = if diagnostics.has_errors() {
+        let runtime = if diagnostics.has_errors() {
             registry
                 .modules
                 .shutdown_except(previous.map(|previous| &previous.registry.modules));
@@ -129,10 +143,15 @@ impl Runtime {
                 config,
                 registry,
                 plugins,
+                plugin_dir,
             };
             parts.assemble(args, previous, &mut diagnostics)
         };
-        (built, diagnostics)
+        Built {
+            runtime,
+            diagnostics,
+            source,
+        }
     }
 
     /// Starts the background work: JWKS refresh (it stops by itself when
@@ -169,6 +188,7 @@ struct Parts {
     config: Config,
     registry: Registry,
     plugins: PluginSet,
+    plugin_dir: PathBuf,
 }
 
 impl Parts {
@@ -184,6 +204,7 @@ impl Parts {
             config,
             registry,
             plugins,
+            plugin_dir,
         } = self;
         let registry = Arc::new(registry);
         let fail = |registry: &Registry| {
@@ -253,6 +274,7 @@ impl Parts {
         }
         let generation = Generation {
             hash: config.source.hash.clone(),
+            file_hash: config.source.file_hash.clone(),
             loaded_at: SystemTime::now(),
         };
         let core = Arc::new(CallCore::new(
@@ -294,6 +316,7 @@ impl Parts {
             mcp,
             resource,
             warnings: diagnostics.warnings.clone(),
+            plugin_dir,
             config,
             _plugins: plugins,
         })

@@ -11,6 +11,9 @@ use crate::reload::Server;
 use crate::runtime::{BuildArgs, Runtime};
 use crate::status::ReloadLog;
 
+/// Hashing the config more often than this buys nothing but CPU.
+const MIN_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub async fn run(args: ServeArgs) -> ExitCode {
     let Some(config_path) = args.config.clone() else {
         tracing::error!("no config file: pass --config FILE or set CONFIG_PATH");
@@ -28,7 +31,8 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             local_addr: None,
             reload_log: build_log,
         };
-        let (built, diagnostics) = Runtime::build(&build_path, &build_args, None);
+        let built = Runtime::build(&build_path, &build_args, None);
+        let (built, diagnostics) = (built.runtime, built.diagnostics);
         for warning in &diagnostics.warnings {
             tracing::warn!(path = %warning.path, "config: {}", warning.message);
         }
@@ -81,7 +85,8 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     ));
     #[cfg(unix)]
     let hangups = tokio::spawn(server.clone().reload_on_hangup());
-    let watcher = (!args.no_watch).then(|| tokio::spawn(server.clone().watch(args.watch_interval)));
+    let watch_interval = args.watch_interval.max(MIN_WATCH_INTERVAL);
+    let watcher = (!args.no_watch).then(|| tokio::spawn(server.clone().watch(watch_interval)));
     let app = Arc::new(HttpApp {
         server: server.clone(),
     });
@@ -92,8 +97,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         watcher.abort();
     }
     tracing::info!("shutting down modules");
-    let last = server.current();
-    let _ = tokio::task::spawn_blocking(move || last.shutdown_modules_except(None)).await;
+    server.shut_down().await;
     ExitCode::SUCCESS
 }
 

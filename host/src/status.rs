@@ -9,17 +9,22 @@ use mcp_delegate_plugin_api::ConfigIssue;
 use serde_json::{json, Value};
 
 /// One loaded configuration: the hash of the content it was built from
-/// (the config file and every secret file it names) and when.
+/// (the config file and every secret file it names), and when.
 #[derive(Debug, Clone)]
 pub struct Generation {
+    /// Over the config file and the secret files: compared, never shown.
     pub hash: String,
+    /// Over the config file alone: shown (a secret-only change shows as a
+    /// new `loadedAt`).
+    pub file_hash: String,
     pub loaded_at: SystemTime,
 }
 
 impl Generation {
-    /// The hash's first 16 hex digits: enough to tell generations apart.
+    /// The config file hash's first 16 hex digits: enough to tell
+    /// generations apart.
     pub fn short_hash(&self) -> &str {
-        self.hash.get(..16).unwrap_or(&self.hash)
+        self.file_hash.get(..16).unwrap_or(&self.file_hash)
     }
 }
 
@@ -27,8 +32,6 @@ impl Generation {
 #[derive(Debug, Clone)]
 pub struct ReloadFailure {
     pub at: SystemTime,
-    /// The generation that was refused.
-    pub hash: String,
     pub errors: Vec<ConfigIssue>,
 }
 
@@ -72,7 +75,6 @@ pub fn config_status(generation: &Generation, log: &ReloadLog) -> Value {
     let last_error = log.last_failure().map(|failure| {
         json!({
             "at": rfc3339(failure.at),
-            "generation": failure.hash.get(..16).unwrap_or(&failure.hash),
             "errors": failure.errors.iter()
                 .map(|issue| json!({"path": issue.path, "message": issue.message}))
                 .collect::<Vec<_>>(),

@@ -91,6 +91,7 @@ fn config(step: &Step, idp: &TestIdp, first: &Cluster, second: &Cluster) -> Valu
     });
     if step.second_database {
         modules["postgresql2"] = module_entry(second, json!({}));
+        modules["echo2"] = json!({"greeting": "second"});
     }
     json!({"auth": auth, "delegation": {"modules": modules}})
 }
@@ -99,13 +100,44 @@ fn ready(host: &Host) -> Value {
     host.get("/ready").1
 }
 
-/// Waits until `/ready` names a generation other than `previous`.
-fn await_generation(host: &Host, previous: &str) -> Value {
+/// When the generation serving was loaded.
+fn loaded_at(status: &Value) -> String {
+    status["config"]["loadedAt"]
+        .as_str()
+        .expect("loadedAt")
+        .to_owned()
+}
+
+/// The modules `/ready` says are running, sorted.
+fn running_modules(status: &Value) -> Vec<String> {
+    let mut modules: Vec<String> = status["modules"]
+        .as_array()
+        .map(|modules| {
+            modules
+                .iter()
+                .filter_map(|m| m.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    modules.sort_unstable();
+    modules
+}
+
+/// Waits until `/ready` shows a generation loaded later than `previous`
+/// (a `loadedAt`): a reload happened.
+fn await_reload(host: &Host, previous: &str) -> Value {
+    await_reload_of(host, previous, None)
+}
+
+/// As [`await_reload`], until the generation runs exactly `modules` (a
+/// secret file written before the config may cause a reload of its own).
+fn await_reload_of(host: &Host, previous: &str, modules: Option<&[&str]>) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = ready(host);
-        let generation = status["config"]["generation"].as_str().unwrap_or_default();
-        if !generation.is_empty() && generation != previous {
+        if loaded_at(&status) != previous
+            && modules.is_none_or(|modules| running_modules(&status) == modules)
+        {
             return status;
         }
         assert!(
@@ -121,6 +153,13 @@ fn await_generation(host: &Host, previous: &str) -> Value {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn service_pids(cluster: &Cluster) -> Vec<String> {
+    cluster.query_texts(
+        "postgres",
+        "SELECT pid::text FROM pg_stat_activity WHERE usename = 'mcp_service'",
+    )
 }
 
 fn service_connections(cluster: &Cluster) -> usize {
@@ -255,10 +294,7 @@ fn twenty_reloads_under_load_fail_no_call_and_leak_nothing() {
         }));
     }
 
-    let mut generation = ready(&host)["config"]["generation"]
-        .as_str()
-        .expect("a generation")
-        .to_owned();
+    let mut loaded = loaded_at(&ready(&host));
     let mut rss_after_first = 0;
     let client = reqwest::blocking::Client::new();
     for step_number in 1..=RELOADS {
@@ -266,7 +302,13 @@ fn twenty_reloads_under_load_fail_no_call_and_leak_nothing() {
         if !step.second_database {
             second_may_be_gone.store(true, Ordering::SeqCst);
         }
-        if step_number == 7 || step_number == 15 {
+        let rotation = step_number == 7 || step_number == 15;
+        let pids_before_rotation = if rotation {
+            service_pids(&first)
+        } else {
+            Vec::new()
+        };
+        if rotation {
             let password = format!("service-pass-{step_number}");
             first.exec(
                 "postgres",
@@ -280,31 +322,70 @@ fn twenty_reloads_under_load_fail_no_call_and_leak_nothing() {
                 &std::fs::read(&upgrade).unwrap(),
             );
         }
+        // A slow call to a module the reload removes finishes on it: the
+        // module is shut down only after its calls (echo fails calls that
+        // reach it after its shutdown).
+        let slow_call = (!step.second_database).then(|| {
+            let (url, token) = (url.clone(), reader.clone());
+            let slow = std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                let arguments = json!({"message": "slow", "delayMillis": 1500});
+                call(&client, &url, &token, "echo2-echo", arguments)
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            slow
+        });
         let text = config(&step, &idp, &first, &second).to_string();
         replace_file(host.config_path(), text.as_bytes());
         if step_number % 2 == 1 {
             host.hang_up();
         }
-        let status = await_generation(&host, &generation);
-        generation = status["config"]["generation"].as_str().unwrap().to_owned();
+        let expected: &[&str] = if step.second_database {
+            &["echo1", "echo2", "postgresql1", "postgresql2"]
+        } else {
+            &["echo1", "postgresql1"]
+        };
+        let status = await_reload_of(&host, &loaded, Some(expected));
+        loaded = loaded_at(&status);
+        if let Some(slow_call) = slow_call {
+            let (status, response) = slow_call.join().unwrap();
+            assert!(
+                succeeded(status, &response),
+                "step {step_number}: a call in flight on a removed module failed: {response}"
+            );
+        }
+        if rotation {
+            // The new password's pool replaced the old one, whose
+            // connections are closed once drained.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while service_pids(&first)
+                .iter()
+                .any(|pid| pids_before_rotation.contains(pid))
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "step {step_number}: the old pool's connections outlived the rotation"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         assert_eq!(
             status["config"]["lastReloadError"],
             Value::Null,
             "step {step_number}: {status}"
         );
-        let mut modules: Vec<&str> = status["modules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m.as_str().unwrap())
-            .collect();
-        modules.sort_unstable();
-        let expected: &[&str] = if step.second_database {
-            &["echo1", "postgresql1", "postgresql2"]
-        } else {
-            &["echo1", "postgresql1"]
+        // Unchanged modules keep their instances (and pools).
+        let kept = match step_number {
+            1 => Some("modules_kept=2 modules_started=0 modules_stopped=2"),
+            2 => Some("modules_kept=1 modules_started=3 modules_stopped=1"),
+            _ => None,
         };
-        assert_eq!(modules, expected, "step {step_number}");
+        if let Some(kept) = kept {
+            assert!(
+                host.wait_for_log(kept, Duration::from_secs(5)),
+                "step {step_number}: no log line with {kept}"
+            );
+        }
         if step.second_database {
             second_may_be_gone.store(false, Ordering::SeqCst);
         }
@@ -358,7 +439,7 @@ fn twenty_reloads_under_load_fail_no_call_and_leak_nothing() {
         "ALTER ROLE mcp_service PASSWORD 'service-pass-final'",
     );
     replace_file(&secret_file, b"service-pass-final\n");
-    let status = await_generation(&host, &generation);
+    let status = await_reload(&host, &loaded);
     assert_eq!(status["config"]["lastReloadError"], Value::Null, "{status}");
     // Let the clients run on the last generation for a moment.
     std::thread::sleep(Duration::from_millis(500));
@@ -412,10 +493,12 @@ fn a_refused_reload_keeps_the_old_configuration_and_says_why() {
     let plugins = plugin_dir(&[plugin_library("mcp_delegate_echo")]);
     let good = json!({"delegation": {"modules": {"echo1": {"greeting": "hello"}}}});
     let mut host = Host::start_with(&good, plugins.path(), &["--no-watch"]);
-    let generation = ready(&host)["config"]["generation"]
+    let first_status = ready(&host);
+    let generation = first_status["config"]["generation"]
         .as_str()
         .unwrap()
         .to_owned();
+    let loaded = loaded_at(&first_status);
     let echo = |host: &mut Host| {
         host.call_tool("echo1-echo", json!({"message": "still here"}))["structuredContent"].clone()
     };
@@ -464,6 +547,7 @@ fn a_refused_reload_keeps_the_old_configuration_and_says_why() {
             std::thread::sleep(Duration::from_millis(50));
         };
         assert_eq!(status["config"]["generation"], generation, "{status}");
+        assert_eq!(loaded_at(&status), loaded, "{status}");
         assert_eq!(echo(&mut host)["greeting"], "hello");
         let health = host.call_tool("health-check", json!({}))["structuredContent"].clone();
         assert_eq!(
@@ -510,7 +594,47 @@ fn a_refused_reload_keeps_the_old_configuration_and_says_why() {
             .as_bytes(),
     );
     host.hang_up();
-    let status = await_generation(&host, &generation);
+    let status = await_reload(&host, &loaded);
+    assert_ne!(status["config"]["generation"], generation, "{status}");
     assert_eq!(status["config"]["lastReloadError"], Value::Null, "{status}");
     assert_eq!(echo(&mut host)["greeting"], "hi again");
+}
+
+/// The watcher tries a refused config again when what it lacked arrives:
+/// here a secret file it names that did not exist yet. (It does not retry
+/// the same refused content otherwise: one refusal, one log line set.)
+#[test]
+fn a_config_refused_for_a_missing_secret_loads_when_the_secret_arrives() {
+    let plugins = plugin_dir(&[plugin_library("mcp_delegate_echo")]);
+    let secrets = tempfile::tempdir().unwrap();
+    let mut host = Host::start_with(
+        &json!({"delegation": {"modules": {"echo1": {"greeting": "hello"}}}}),
+        plugins.path(),
+        &[
+            "--secrets-dir",
+            secrets.path().to_str().unwrap(),
+            "--watch-interval",
+            "100ms",
+        ],
+    );
+    let loaded = loaded_at(&ready(&host));
+    let config = json!({"auth": {"mode": "none"}, "delegation": {"modules": {
+        "echo1": {"greeting": {"$secret": "ECHO_GREETING"}}}}});
+    replace_file(host.config_path(), config.to_string().as_bytes());
+    assert!(host.wait_for_log("reload refused", Duration::from_secs(20)));
+    // Refused content is not tried again while nothing changes.
+    std::thread::sleep(Duration::from_millis(600));
+    let refusals = host
+        .logs()
+        .iter()
+        .filter(|line| line.contains("reload refused"))
+        .count();
+    assert_eq!(refusals, 1, "{:?}", host.logs());
+    assert_eq!(loaded_at(&ready(&host)), loaded);
+
+    std::fs::write(secrets.path().join("ECHO_GREETING"), "from a secret\n").unwrap();
+    let status = await_reload(&host, &loaded);
+    assert_eq!(status["config"]["lastReloadError"], Value::Null, "{status}");
+    let answer = host.call_tool("echo1-echo", json!({"message": "m"}));
+    assert_eq!(answer["structuredContent"]["greeting"], "from a secret");
 }

@@ -151,6 +151,18 @@ impl Authenticator {
         }
     }
 
+    /// Fetches every IdP's key set once, now: a reload does this before
+    /// its new authenticator serves, so the first requests after the swap
+    /// do not wait for keys. Failures are logged; keys are then fetched on
+    /// demand as usual.
+    pub async fn fetch_keys_now(&self) {
+        for idp in &self.idps {
+            if let Err(err) = idp.jwks.fetch().await {
+                tracing::warn!(idp = %idp.config.name, error = %err, "JWKS fetch before the swap failed");
+            }
+        }
+    }
+
     /// Distinct issuers of the requestor IdPs (for the PRM document).
     pub fn requestor_issuers(&self) -> Vec<String> {
         let mut issuers: Vec<String> = self

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::auth::AuthMode;
 use super::model::{Config, DelegationSection, ModuleEntry};
-use super::module::ModuleConfig;
+use super::module::{ModuleConfig, ResolvedJson};
 use super::secrets::{join, SecretReads, SecretSource};
 use super::source::ConfigSource;
 
@@ -102,7 +102,7 @@ pub fn load_file(path: &Path, secrets: &SecretSource) -> (Option<Config>, Diagno
     }
     let mut config = Config {
         source,
-        auth_source: sections.get("auth").cloned().unwrap_or(Value::Null),
+        auth_source: ResolvedJson(sections.get("auth").cloned().unwrap_or(Value::Null)),
         ..Config::default()
     };
     if let Some(auth) = parse_section(&mut sections, "auth", &mut diagnostics) {
@@ -167,10 +167,12 @@ fn parse_module_entry(
     let (host_keys, plugin): (Map<String, Value>, Map<String, Value>) = object
         .into_iter()
         .partition(|(key, _)| ModuleEntry::HOST_KEYS.contains(&key.as_str()));
-    let token_exchange_source = host_keys
-        .get("tokenExchange")
-        .cloned()
-        .unwrap_or(Value::Null);
+    let token_exchange_source = ResolvedJson(
+        host_keys
+            .get("tokenExchange")
+            .cloned()
+            .unwrap_or(Value::Null),
+    );
     let host = parse_at(Value::Object(host_keys), &path, false, diagnostics)?;
     Some(ModuleConfig {
         name,

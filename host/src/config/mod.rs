@@ -14,4 +14,4 @@ pub use load::{load_file, Diagnostics};
 pub use model::{Config, McpConfig, ModuleEntry};
 pub use module::ModuleConfig;
 pub use secrets::SecretSource;
-pub use source::current_hash;
+pub use source::{current_hash, ConfigSource};

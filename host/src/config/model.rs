@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::auth::{AuthConfig, TokenExchangeConfig};
-use super::module::ModuleConfig;
+use super::module::{ModuleConfig, ResolvedJson};
 use super::source::ConfigSource;
 
 /// Default bound on an HTTP request body (`mcp.maxRequestBytes`).
@@ -25,7 +25,7 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The `auth` section as resolved JSON (secrets substituted): a reload
     /// keeps the running authenticator when it is unchanged.
-    pub(crate) auth_source: Value,
+    pub(crate) auth_source: ResolvedJson,
     pub delegation: DelegationConfig,
     pub mcp: McpConfig,
     pub plugins: PluginsConfig,

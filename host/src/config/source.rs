@@ -14,8 +14,13 @@ use super::secrets::SecretReads;
 pub struct ConfigSource {
     pub file: PathBuf,
     pub secret_files: Vec<PathBuf>,
-    /// SHA-256 (hex) of the file's bytes and the secret files' contents.
+    /// SHA-256 (hex) of the file's bytes and the secret files' contents:
+    /// what the watcher compares. Never shown (a hash over a secret is a
+    /// way to test guesses of it).
     pub hash: String,
+    /// SHA-256 (hex) of the config file's bytes alone: the generation
+    /// `/ready` shows, comparable across replicas.
+    pub file_hash: String,
 }
 
 impl ConfigSource {
@@ -24,6 +29,7 @@ impl ConfigSource {
             file: file.to_path_buf(),
             secret_files: secrets.0.iter().map(|(path, _)| path.clone()).collect(),
             hash: digest(Some(bytes), &secrets.0),
+            file_hash: hex(&Sha256::digest(bytes)),
         }
     }
 
@@ -50,11 +56,11 @@ fn digest(config: Option<&[u8]>, secrets: &[(PathBuf, Option<Vec<u8>>)]) -> Stri
         update_part(&mut hasher, Some(path.as_os_str().as_encoded_bytes()));
         update_part(&mut hasher, content.as_deref());
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex(&hasher.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Length-prefixed, so no two different inputs hash alike.

@@ -178,35 +178,45 @@ impl Libraries {
             Some(_) => true,
             None => false,
         };
-        let outcome = if seen_before {
+        let (outcome, remember) = if seen_before {
             self.load_upgrade(path)
         } else {
             let id = self.next_id();
-            to_outcome(load_one(path, path, id))
+            (to_outcome(load_one(path, path, id)), true)
         };
-        self.by_path
-            .insert(path.to_path_buf(), (identity, outcome.clone()));
+        if remember {
+            self.by_path
+                .insert(path.to_path_buf(), (identity, outcome.clone()));
+        }
         outcome
     }
 
     /// New content at a path loaded before: load it from a private copy
-    /// named by its hash (once per content).
-    fn load_upgrade(&mut self, path: &Path) -> Outcome {
+    /// named by its hash (once per content). `false`: an I/O failure, not
+    /// to be remembered (the next reload tries again).
+    fn load_upgrade(&mut self, path: &Path) -> (Outcome, bool) {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
-            Err(err) => return Outcome::Refused(format!("cannot read it: {err}")),
+            Err(err) => return (Outcome::Refused(format!("cannot read it: {err}")), false),
         };
         let hash = hex_sha256(&bytes);
         if let Some(outcome) = self.by_hash.get(&hash) {
-            return outcome.clone();
+            return (outcome.clone(), true);
         }
-        let id = self.next_id();
-        let outcome = match PrivateCopy::write(path, &hash, &bytes) {
-            Ok(copy) => to_outcome(load_one(&copy.file, path, id)),
-            Err(err) => Outcome::Refused(format!("cannot copy it to load it: {err}")),
+        let copy = match PrivateCopy::write(path, &hash, &bytes) {
+            Ok(copy) => copy,
+            Err(err) => {
+                let reason = format!(
+                    "cannot copy it to a private directory under {} to load it: {err}",
+                    std::env::temp_dir().display()
+                );
+                return (Outcome::Refused(reason), false);
+            }
         };
+        let id = self.next_id();
+        let outcome = to_outcome(load_one(&copy.file, path, id));
         self.by_hash.insert(hash, outcome.clone());
-        outcome
+        (outcome, true)
     }
 }
 
@@ -287,6 +297,23 @@ fn fresh_private_directory() -> std::io::Result<PathBuf> {
         }
     }
     Err(last_error.unwrap_or_else(|| std::io::Error::other("no directory name left")))
+}
+
+/// A cheap fingerprint of the libraries in `dir` (names and file
+/// identities, no content read): the reload watcher retries a refused
+/// config when it changes.
+pub fn directory_stamp(dir: &Path) -> String {
+    let mut entries: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|path| is_library(path))
+                .map(|path| format!("{}={:?}", path.display(), FileIdentity::of(&path).ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    entries.sort();
+    entries.join("\n")
 }
 
 /// The directory holding the running executable (`target/release` after a

@@ -9,7 +9,7 @@ mod loader;
 use std::sync::Arc;
 
 pub use handle::ModuleHandle;
-pub use loader::{default_plugin_dir, discover, PluginSet};
+pub use loader::{default_plugin_dir, directory_stamp, discover, PluginSet};
 
 /// A configured module that is not running, and why.
 pub struct UnavailableModule {

@@ -118,6 +118,7 @@ pub fn build(
         let kept = previous
             .and_then(|previous| previous.modules.get(name))
             .filter(|module| module.library == plugin.id && module.config == entry.plugin);
+        let is_new = kept.is_none();
         let module = match kept {
             Some(module) => {
                 tracing::debug!(module = %name, "module unchanged; keeping its instance");
@@ -154,6 +155,9 @@ pub fn build(
         let specs = match module.tools() {
             Ok(specs) => specs,
             Err(reason) => {
+                if is_new {
+                    module.shutdown();
+                }
                 registry.modules.unavailable.push(UnavailableModule {
                     name: name.clone(),
                     reason,

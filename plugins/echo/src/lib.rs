@@ -13,6 +13,7 @@ use mcp_delegate_plugin_api::{
     ModuleFactory, ModuleInfo, ToolAccess, ToolAnnotations, ToolError, ToolSpec,
 };
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Which build of the library answers (`"build"` in every result): the
 /// host's reload tests rebuild the plugin with another value to upgrade it
@@ -28,9 +29,24 @@ const KNOWN_KEYS: &[&str] = &["greeting", "inputSchema"];
 pub struct EchoFactory;
 
 pub struct EchoModule {
+    /// Set by `shutdown`: later calls fail, so the host's tests see any
+    /// call that reaches an instance after the host shut it down.
+    shut_down: AtomicBool,
     instance_name: String,
     greeting: String,
     input_schema: Option<Value>,
+}
+
+impl EchoModule {
+    fn refuse_if_shut_down(&self) -> Result<(), ToolError> {
+        if self.shut_down.load(Ordering::SeqCst) {
+            return Err(ToolError::new(
+                codes::MODULE_UNAVAILABLE,
+                format!("echo instance '{}' was shut down", self.instance_name),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl ModuleFactory for EchoFactory {
@@ -81,6 +97,7 @@ impl ModuleFactory for EchoFactory {
             .to_owned();
         tracing::info!(instance = instance_name, "echo module ready");
         Ok(EchoModule {
+            shut_down: AtomicBool::new(false),
             instance_name: instance_name.to_owned(),
             greeting,
             input_schema: config.get("inputSchema").cloned(),
@@ -98,7 +115,9 @@ impl Module for EchoModule {
                     "type": "object",
                     "properties": {
                         "message": {"type": "string", "description": "Text to echo back."},
-                        "panic": {"type": "boolean", "description": "Panic on purpose (tests)."}
+                        "panic": {"type": "boolean", "description": "Panic on purpose (tests)."},
+                        "delayMillis": {"type": "integer", "minimum": 0, "maximum": 10000,
+                                        "description": "Answer this much later (tests)."}
                     },
                     "required": ["message"]
                 })
@@ -133,6 +152,13 @@ impl Module for EchoModule {
         let message = args.get("message").and_then(Value::as_str).ok_or_else(|| {
             ToolError::new(codes::INVALID_ARGUMENTS, "'message' must be a string")
         })?;
+        self.refuse_if_shut_down()?;
+        // `delayMillis` (at most 10 s): a slow call, for tests of what
+        // happens to calls in flight.
+        if let Some(delay) = args.get("delayMillis").and_then(Value::as_u64) {
+            std::thread::sleep(std::time::Duration::from_millis(delay.min(10_000)));
+            self.refuse_if_shut_down()?;
+        }
         tracing::debug!(instance = %self.instance_name, request_id = %context.request_id, "echo");
         Ok(json!({
             "instance": self.instance_name,
@@ -141,6 +167,11 @@ impl Module for EchoModule {
             "build": BUILD_MARK,
             "context": context,
         }))
+    }
+
+    fn shutdown(&self) {
+        self.shut_down.store(true, Ordering::SeqCst);
+        tracing::info!(instance = %self.instance_name, "echo module shut down");
     }
 
     fn health(&self) -> HealthReport {
