@@ -20,6 +20,11 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 # The integration tests start the real host binary and load the real plugin
 # libraries, so build the whole workspace first.
 cargo build --workspace --locked
+# Every host the suite starts writes its audit log here, and the fixtures
+# record the tokens and literals they use; the last test binary
+# (zz_audit_sweep) looks for each of them in every audit line.
+export MCPD_TEST_AUDIT_DIR="$PWD/target/audit-suite"
+rm -rf "$MCPD_TEST_AUDIT_DIR"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e

@@ -75,6 +75,14 @@ pub struct ServeArgs {
     /// for new content (`2s`, `500ms`).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub watch_interval: Duration,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`, on a listener of
+    /// their own (`--metrics-bind` alone: 127.0.0.1:9464). Off by default.
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+    pub metrics_bind: Option<std::net::SocketAddr>,
+    /// Export traces with OTLP/HTTP to this collector (its base URL;
+    /// `/v1/traces` is added). Off by default.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// How long a module removed by a reload may finish its calls before
     /// it is shut down anyway.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -20,10 +20,13 @@ use tokio::net::TcpListener;
 
 use crate::auth::Credentials;
 use crate::auth::{AuthFailure, TokenRejection};
+use crate::call::{RequestTiming, ToolCall};
 use crate::mcp::{direct, envelope};
+use crate::metrics::METRICS;
 use crate::reload::Server;
 use crate::runtime::Runtime;
 use crate::status::config_status;
+use crate::trace::TraceParent;
 
 pub type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
 
@@ -72,6 +75,7 @@ async fn route(app: Arc<HttpApp>, request: Request<Incoming>) -> Result<HttpResp
         ),
         _ => not_found(),
     };
+    METRICS.http_response(response.status().as_u16());
     Ok(response)
 }
 
@@ -80,6 +84,14 @@ fn not_found() -> HttpResponse {
         StatusCode::NOT_FOUND,
         &json!({"error": "NOT_FOUND", "message": "no such endpoint; MCP is served at /mcp"}),
     )
+}
+
+/// A request's `traceparent` header, if well formed.
+pub fn trace_parent(headers: &http::HeaderMap) -> Option<TraceParent> {
+    headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceParent::parse)
 }
 
 /// The bearer token of a request: exactly one `Authorization: Bearer …`
@@ -111,7 +123,12 @@ async fn authenticate(
     runtime: &Runtime,
     mut request: Request<Incoming>,
 ) -> Result<Request<Incoming>, HttpResponse> {
+    let received = SystemTime::now();
     let Some(authenticator) = &runtime.authenticator else {
+        request.extensions_mut().insert(RequestTiming {
+            received,
+            authenticated: None,
+        });
         return Ok(request);
     };
     let outcome = match bearer_token(request.headers()) {
@@ -120,10 +137,26 @@ async fn authenticate(
     };
     match outcome {
         Ok(credentials) => {
+            METRICS.auth("ok");
             request.extensions_mut().insert(credentials);
+            request.extensions_mut().insert(RequestTiming {
+                received,
+                authenticated: Some((received, SystemTime::now())),
+            });
             Ok(request)
         }
         Err(failure) => {
+            let reason = failure.body()["error"]
+                .as_str()
+                .unwrap_or("unauthorized")
+                .to_owned();
+            METRICS.auth(&reason);
+            let parent = trace_parent(request.headers());
+            runtime.core.audit_refused_request(
+                failure.status(),
+                &reason,
+                parent.as_ref().map(|parent| parent.trace_id.as_str()),
+            );
             tracing::info!(status = failure.status(), reason = %failure.body()["error_description"], "request refused");
             let status = StatusCode::from_u16(failure.status()).unwrap_or(StatusCode::UNAUTHORIZED);
             let mut response = json_response(status, &failure.body());
@@ -182,10 +215,19 @@ async fn post_mcp(runtime: &Runtime, request: Request<Incoming>) -> HttpResponse
         );
     }
     if let Some(call) = runtime.mcp.recognize(&parts.headers, &bytes) {
-        let credentials = parts.extensions.get::<Credentials>();
         let reply = runtime
             .core
-            .call_tool(&call.name, credentials, call.args_json.to_owned())
+            .call_tool(ToolCall {
+                name: &call.name,
+                credentials: parts.extensions.get::<Credentials>(),
+                args_json: call.args_json.to_owned(),
+                trace_parent: trace_parent(&parts.headers),
+                timing: parts
+                    .extensions
+                    .get::<RequestTiming>()
+                    .copied()
+                    .unwrap_or_default(),
+            })
             .await;
         let mut response = Response::new(direct::encode(&call, reply).boxed());
         response.headers_mut().insert(

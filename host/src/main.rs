@@ -2,6 +2,7 @@
 //! own database role, through delegation-module plugins. See
 //! docs/ARCHITECTURE.md for the code map.
 
+mod audit;
 mod auth;
 mod builtin;
 mod call;
@@ -13,12 +14,14 @@ mod http;
 mod json;
 mod logging;
 mod mcp;
+mod metrics;
 mod plugins;
 mod registry;
 mod reload;
 mod runtime;
 mod serve;
 mod status;
+mod trace;
 
 use std::process::ExitCode;
 

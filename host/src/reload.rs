@@ -21,6 +21,7 @@ use mcp_delegate_plugin_api::ConfigIssue;
 
 use crate::cli::CommonArgs;
 use crate::config::{self, ConfigSource};
+use crate::metrics::METRICS;
 use crate::plugins::{self, ModuleHandle};
 use crate::runtime::{BuildArgs, Built, Runtime};
 use crate::status::{ReloadFailure, ReloadLog};
@@ -162,6 +163,7 @@ impl Server {
         let new = match built {
             Ok(new) => new,
             Err(refused) => {
+                METRICS.reload(false);
                 for error in &refused.errors {
                     tracing::error!(path = %display_path(&error.path), trigger, "reload refused: {}", error.message);
                 }
@@ -201,8 +203,11 @@ impl Server {
         let kept = previous.registry.modules.running.len() - removed.len();
         let started_count = new.registry.modules.running.len() - kept;
         let generation = new.generation.short_hash().to_owned();
+        METRICS.modules(&new.registry.modules);
         self.current.store(Arc::new(new));
         self.reload_log.succeeded();
+        METRICS.reload(true);
+        METRICS.generation(&generation);
         tracing::info!(
             trigger,
             %generation,

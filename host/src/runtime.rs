@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use mcp_delegate_plugin_api::ConfigIssue;
 
+use crate::audit::AuditLog;
 use crate::auth::exchange::TokenExchanger;
 use crate::auth::resource::ResourceIdentity;
 use crate::auth::Authenticator;
@@ -277,11 +278,23 @@ impl Parts {
             file_hash: config.source.file_hash.clone(),
             loaded_at: SystemTime::now(),
         };
+        let audit = match &config.audit {
+            Some(audit) => match AuditLog::open(audit) {
+                Ok(log) => Some(Arc::new(log)),
+                Err(err) => {
+                    diagnostics.error("audit.sink", err);
+                    fail(&registry);
+                    return None;
+                }
+            },
+            None => None,
+        };
         let core = Arc::new(CallCore::new(
             registry.clone(),
             exchangers,
             generation.clone(),
             args.reload_log.clone(),
+            audit,
         ));
         let bind = args.common.bind;
         let settings = endpoint_settings(&config.mcp, bind);

@@ -69,6 +69,30 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::new(bind, port));
     let runtime = runtime.bound_to(local);
+    if let Some(address) = args.metrics_bind {
+        match crate::metrics::bind(address).await {
+            Ok(listener) => {
+                crate::metrics::enable();
+                tracing::info!("Metrics on http://{address}/metrics");
+                tokio::spawn(crate::metrics::serve(listener));
+            }
+            Err(err) => {
+                tracing::error!(%address, error = %err, "cannot listen for metrics");
+                runtime.shutdown_modules_except(None);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Some(endpoint) = &args.otlp_endpoint {
+        if let Err(err) = crate::trace::init(endpoint) {
+            tracing::error!("{err}");
+            runtime.shutdown_modules_except(None);
+            return ExitCode::FAILURE;
+        }
+        tracing::info!(endpoint = %endpoint, "Exporting traces with OTLP/HTTP");
+    }
+    crate::metrics::METRICS.generation(runtime.generation.short_hash());
+    crate::metrics::METRICS.modules(&runtime.registry.modules);
     runtime.start();
     tracing::info!(
         tools = runtime.registry.tools().len(),
@@ -98,6 +122,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     }
     tracing::info!("shutting down modules");
     server.shut_down().await;
+    let _ = tokio::task::spawn_blocking(crate::trace::shutdown).await;
     ExitCode::SUCCESS
 }
 

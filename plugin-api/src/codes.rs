@@ -20,6 +20,8 @@ pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
 pub const POOL_EXHAUSTED: &str = "POOL_EXHAUSTED";
 /// The module is unknown or failed to start.
 pub const MODULE_UNAVAILABLE: &str = "MODULE_UNAVAILABLE";
+/// `audit.failMode: closed` and the call's audit line could not be written.
+pub const AUDIT_UNAVAILABLE: &str = "AUDIT_UNAVAILABLE";
 
 /// The token lacks a scope the module requires.
 pub const INSUFFICIENT_SCOPE: &str = "INSUFFICIENT_SCOPE";
@@ -73,6 +75,7 @@ pub const ALL: &[&str] = &[
     DATABASE_UNAVAILABLE,
     POOL_EXHAUSTED,
     MODULE_UNAVAILABLE,
+    AUDIT_UNAVAILABLE,
     INSUFFICIENT_SCOPE,
     TOKEN_EXCHANGE_FAILED,
     EXCHANGED_TOKEN_INVALID,

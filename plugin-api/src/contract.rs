@@ -100,6 +100,76 @@ pub struct CallContext {
     /// Roles that authorise statement classes (`sql-read`, `sql-write`, …).
     #[serde(default)]
     pub delegated_roles: Vec<String>,
+    /// The OAuth client the caller came through (`azp` or `client_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// The tool as the client named it (`sql1-delegate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// The verified requestor token's claims as JSON text, only for
+    /// modules whose entry sets `claimsSetting: true` (never the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<String>,
+    /// The W3C trace id of the request (32 hex digits), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The host wants the call's [`CallFacts`] (for its audit log and
+    /// metrics): the plugin glue appends them to the result as a trailer
+    /// (see [`FACTS_SEPARATOR`]). A host that does not set it gets plain
+    /// results, so old hosts and old plugins keep working together.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub want_facts: bool,
+}
+
+/// Between a call's result (or error) JSON and its [`CallFacts`] JSON, when
+/// the host asked for them: a NUL, which JSON text can never contain
+/// unescaped, so the split is unambiguous.
+pub const FACTS_SEPARATOR: char = '\0';
+
+/// What a call did, for the host's audit log and metrics. Never a literal,
+/// a parameter value or a row: statements only as their normalized text
+/// (constants replaced by placeholders) and fingerprint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CallFacts {
+    /// The policy's class (`read`, `write`, `admin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_class: Option<String>,
+    /// `SELECT`, `INSERT`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalized: Option<String>,
+    /// Rows returned or affected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+    /// The refusal's reason category, when the policy refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal_reason: Option<String>,
+    /// The database's pool after the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolFacts>,
+    /// When the database batch started, in microseconds after the plugin
+    /// received the call, and how long it took (for the trace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_after_micros: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_micros: Option<u64>,
+}
+
+/// A connection pool's state, and what getting a connection cost.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolFacts {
+    pub max: u32,
+    pub open: u32,
+    pub idle: u32,
+    /// Microseconds this call waited for a connection.
+    pub wait_micros: u64,
 }
 
 /// A tool failure: `{"error": CODE, "message": "...", ...details}`.

@@ -17,7 +17,10 @@ use serde_json::Value;
 use crate::abi::{HostServices, PluginInstance, PluginInstanceBox, PluginInstance_TO};
 use crate::abi::{PluginModule, PluginModuleRef};
 use crate::codes;
-use crate::contract::{CallContext, ConfigReport, HealthReport, ModuleInfo, ToolError, ToolSpec};
+use crate::contract::{
+    CallContext, CallFacts, ConfigReport, HealthReport, ModuleInfo, ToolError, ToolSpec,
+    FACTS_SEPARATOR,
+};
 
 /// One configured module instance, as a plugin author writes it.
 ///
@@ -40,6 +43,17 @@ pub trait Module: Send + Sync + 'static {
     ) -> Result<String, ToolError> {
         self.call(tool, context, args)
             .map(|value| value.to_string())
+    }
+    /// [`Module::call_json`] and what the call did, for the host's audit
+    /// log and metrics; called instead when the host asks for facts. The
+    /// default reports none.
+    fn call_with_facts(
+        &self,
+        tool: &str,
+        context: &CallContext,
+        args: Value,
+    ) -> (Result<String, ToolError>, Option<CallFacts>) {
+        (self.call_json(tool, context, args), None)
     }
     /// Cheap health probe (for `/ready` and the `health-check` tool).
     fn health(&self) -> HealthReport;
@@ -220,35 +234,55 @@ impl<M: Module> PluginInstance for InstanceAdapter<M> {
         context_json: RStr<'_>,
         args_json: RStr<'_>,
     ) -> RResult<RString, RString> {
-        let outcome = guarded(
+        let (outcome, facts) = guarded(
             "call",
             || {
-                let context: CallContext =
-                    serde_json::from_str(context_json.as_str()).map_err(|err| {
-                        ToolError::new(
+                let context: CallContext = match serde_json::from_str(context_json.as_str()) {
+                    Ok(context) => context,
+                    Err(err) => {
+                        let error = ToolError::new(
                             codes::PLUGIN_PROTOCOL_ERROR,
                             format!("unreadable call context: {err}"),
-                        )
-                    })?;
-                let args: Value = serde_json::from_str(args_json.as_str()).map_err(|err| {
-                    ToolError::new(
-                        codes::INVALID_ARGUMENTS,
-                        format!("arguments are not JSON: {err}"),
-                    )
-                })?;
-                self.0.call_json(tool.as_str(), &context, args)
+                        );
+                        return (Err(error), None);
+                    }
+                };
+                let args: Value = match serde_json::from_str(args_json.as_str()) {
+                    Ok(args) => args,
+                    Err(err) => {
+                        let error = ToolError::new(
+                            codes::INVALID_ARGUMENTS,
+                            format!("arguments are not JSON: {err}"),
+                        );
+                        return (Err(error), context.want_facts.then(CallFacts::default));
+                    }
+                };
+                if context.want_facts {
+                    let (outcome, facts) = self.0.call_with_facts(tool.as_str(), &context, args);
+                    (outcome, Some(facts.unwrap_or_default()))
+                } else {
+                    (self.0.call_json(tool.as_str(), &context, args), None)
+                }
             },
             |_| {
-                Err(ToolError::new(
+                let error = ToolError::new(
                     codes::PLUGIN_PANIC,
                     "the module failed unexpectedly while serving this call; \
                      the server log has the details",
-                ))
+                );
+                (Err(error), None)
             },
         );
+        let with_facts = |mut text: String| {
+            if let Some(facts) = &facts {
+                text.push(FACTS_SEPARATOR);
+                text.push_str(to_json_string(facts).as_str());
+            }
+            RString::from(text)
+        };
         match outcome {
-            Ok(text) => ROk(RString::from(text)),
-            Err(error) => RErr(error.to_json().into()),
+            Ok(text) => ROk(with_facts(text)),
+            Err(error) => RErr(with_facts(error.to_json())),
         }
     }
 

@@ -127,9 +127,33 @@ impl Host {
         extra_args: &[&str],
         filter: &str,
     ) -> Self {
+        Self::start_full(config, plugin_dir, extra_args, filter, &[])
+    }
+
+    /// As [`Host::start_with`], with environment variables for the host.
+    pub fn start_with_env(
+        config: &Value,
+        plugin_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_full(config, plugin_dir, extra_args, "info", env)
+    }
+
+    fn start_full(
+        config: &Value,
+        plugin_dir: &Path,
+        extra_args: &[&str],
+        filter: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut config = config.clone();
         if config.get("auth").is_none() {
             config["auth"] = json!({"mode": "none"});
+        }
+        // The suite-wide audit sweep (see `audit_sweep`).
+        if let (None, Some(file)) = (config.get("audit"), crate::audit_sweep::audit_file()) {
+            config["audit"] = json!({"sink": file});
         }
         let config_file = config_file(&config);
         let mut child = Command::new(paths::host_binary())
@@ -139,6 +163,7 @@ impl Host {
             .arg(plugin_dir)
             .args(["--port", "0"])
             .args(extra_args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -251,6 +276,10 @@ impl Host {
         token: Option<&str>,
         body: impl Into<reqwest::blocking::Body>,
     ) -> (u16, String, String) {
+        let body: reqwest::blocking::Body = body.into();
+        if let Some(bytes) = body.as_bytes() {
+            crate::audit_sweep::record_request(bytes);
+        }
         let mut request = self
             .client
             .post(self.mcp_url())
@@ -289,6 +318,7 @@ impl Host {
             meta.extend(extra);
         }
         let name = params["name"].as_str().unwrap_or_default().to_owned();
+        crate::audit_sweep::record_request(json!({"params": params}).to_string().as_bytes());
         let mut request = self
             .client
             .post(self.mcp_url())

@@ -104,7 +104,9 @@ impl SigningKey {
     pub fn sign(&self, claims: &Value) -> String {
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding).expect("sign")
+        let token = jsonwebtoken::encode(&header, claims, &self.encoding).expect("sign");
+        crate::audit_sweep::record("tokens", &token);
+        token
     }
 
     /// This key's JWK with another `kid` (to forge a signature under a
@@ -317,11 +319,13 @@ impl Drop for TestIdp {
 /// `alg: none`, unsigned.
 pub fn unsigned_token(claims: &Value) -> String {
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    format!(
+    let token = format!(
         "{}.{}.",
         engine.encode(r#"{"alg":"none","typ":"JWT"}"#),
         engine.encode(claims.to_string())
-    )
+    );
+    crate::audit_sweep::record("tokens", &token);
+    token
 }
 
 /// HS256 keyed with an RSA *public* key: the classic algorithm-confusion
@@ -329,7 +333,10 @@ pub fn unsigned_token(claims: &Value) -> String {
 pub fn hs256_with_public_key(key: &SigningKey, claims: &Value) -> String {
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(key.kid.clone());
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(&key.public_pem)).expect("sign")
+    let token = jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(&key.public_pem))
+        .expect("sign");
+    crate::audit_sweep::record("tokens", &token);
+    token
 }
 
 fn respond(request: tiny_http::Request, status: u16, body: &Value) {

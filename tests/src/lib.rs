@@ -5,6 +5,7 @@
 //! attacker's server (and a man in the middle) for the tests of the
 //! module's authentication.
 
+pub mod audit_sweep;
 pub mod bench;
 pub mod fake_pg;
 pub mod function_rules;

@@ -223,6 +223,11 @@ impl Cluster {
         cluster
     }
 
+    /// The server's own log so far (`pg_ctl -l`).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

@@ -6,16 +6,21 @@ use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::metrics::METRICS;
+
 pub struct TtlCache<K, V> {
     entries: Mutex<HashMap<K, (V, Instant)>>,
     max_entries: usize,
+    /// Its `cache` label in the metrics.
+    name: &'static str,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
-    pub fn new(max_entries: usize) -> Self {
+    pub fn new(name: &'static str, max_entries: usize) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
             max_entries: max_entries.max(1),
+            name,
         }
     }
 
@@ -24,14 +29,17 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
             .entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match entries.get(key) {
+        let found = match entries.get(key) {
             Some((value, expires)) if *expires > Instant::now() => Some(value.clone()),
             Some(_) => {
                 entries.remove(key);
+                METRICS.cache_size(self.name, entries.len());
                 None
             }
             None => None,
-        }
+        };
+        METRICS.cache_event(self.name, if found.is_some() { "hit" } else { "miss" });
+        found
     }
 
     pub fn insert(&self, key: K, value: V, expires: Instant) {
@@ -54,10 +62,12 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
                 let evict = (self.max_entries / 10).max(1);
                 for (key, _) in by_expiry.into_iter().take(evict) {
                     entries.remove(&key);
+                    METRICS.cache_event(self.name, "eviction");
                 }
             }
         }
         entries.insert(key, (value, expires));
+        METRICS.cache_size(self.name, entries.len());
     }
 
     #[cfg(test)]
@@ -76,7 +86,7 @@ mod tests {
 
     #[test]
     fn expires_and_stays_bounded() {
-        let cache = TtlCache::new(10);
+        let cache = TtlCache::new("test", 10);
         let later = Instant::now() + Duration::from_secs(60);
         for key in 0..25 {
             cache.insert(key, key * 2, later + Duration::from_secs(key));

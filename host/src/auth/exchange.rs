@@ -73,7 +73,7 @@ impl TokenExchanger {
         let cache = config
             .cache
             .enabled
-            .then(|| TtlCache::new(config.cache.max_entries));
+            .then(|| TtlCache::new("exchanged", config.cache.max_entries));
         Ok(Self {
             module: module.to_owned(),
             config,
@@ -92,7 +92,7 @@ impl TokenExchanger {
         let key = credentials.token_hash;
         let Some(cache) = &self.cache else {
             return self
-                .exchange(&credentials.token)
+                .timed_exchange(&credentials.token)
                 .await
                 .map(|(identity, _)| Arc::new(identity));
         };
@@ -107,7 +107,7 @@ impl TokenExchanger {
             let _turn = gate.lock().await;
             match cache.get(&key) {
                 Some(hit) => Ok(hit),
-                None => match self.exchange(&credentials.token).await {
+                None => match self.timed_exchange(&credentials.token).await {
                     Ok((identity, token_expires_in)) => {
                         let identity = Arc::new(identity);
                         let ttl = token_expires_in
@@ -128,6 +128,21 @@ impl TokenExchanger {
         {
             inflight.remove(&key);
         }
+        result
+    }
+
+    /// [`TokenExchanger::exchange`], counted and timed in the metrics.
+    async fn timed_exchange(
+        &self,
+        subject_token: &str,
+    ) -> Result<(DelegatedIdentity, Duration), ToolError> {
+        let started = Instant::now();
+        let result = self.exchange(subject_token).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => error.error.as_str(),
+        };
+        crate::metrics::METRICS.exchange(&self.module, outcome, started.elapsed());
         result
     }
 

@@ -41,6 +41,8 @@ pub struct Principal {
     /// Roles for the SQL policy when no token exchange applies.
     pub delegated_roles: Vec<String>,
     pub scopes: Vec<String>,
+    /// The OAuth client (`azp`, else `client_id`).
+    pub client: Option<String>,
     /// Every claim of the token, as compact JSON text: only `user-info`
     /// reads them, and one string per cached token is far smaller than a
     /// map of values (see `VERIFIED_TOKEN_CACHE_ENTRIES`).
@@ -135,7 +137,7 @@ impl Authenticator {
         Some(Arc::new(Self {
             idps,
             required_scopes,
-            verified: cache::TtlCache::new(VERIFIED_TOKEN_CACHE_ENTRIES),
+            verified: cache::TtlCache::new("verified", VERIFIED_TOKEN_CACHE_ENTRIES),
         }))
     }
 
@@ -254,6 +256,11 @@ impl Authenticator {
             custom_roles: roles.custom,
             delegated_roles,
             scopes: claims::list_claim(&claims, &mappings.scopes),
+            client: claims
+                .get("azp")
+                .or_else(|| claims.get("client_id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             claims_json: Value::Object(claims).to_string().into_boxed_str(),
         };
         Ok((principal, expires_in))

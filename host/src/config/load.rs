@@ -61,7 +61,7 @@ fn join_path(prefix: &str, relative: &str) -> String {
     }
 }
 
-const SECTIONS: &[&str] = &["auth", "delegation", "mcp", "plugins"];
+const SECTIONS: &[&str] = &["audit", "auth", "delegation", "mcp", "plugins"];
 
 /// Reads, resolves secrets in, and parses `path`. Warnings and errors are
 /// both returned; the caller decides (errors stop startup).
@@ -123,6 +123,7 @@ pub fn load_file(path: &Path, secrets: &SecretSource) -> (Option<Config>, Diagno
     if let Some(plugins) = parse_section(&mut sections, "plugins", &mut diagnostics) {
         config.plugins = plugins;
     }
+    config.audit = parse_section(&mut sections, "audit", &mut diagnostics);
     check_values(&config, &mut diagnostics);
     (Some(config), diagnostics)
 }

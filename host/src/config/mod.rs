@@ -11,7 +11,7 @@ mod source;
 
 pub use auth::{AuthMode, IdpUse};
 pub use load::{load_file, Diagnostics};
-pub use model::{Config, McpConfig, ModuleEntry};
+pub use model::{AuditConfig, AuditFailMode, Config, McpConfig, ModuleEntry};
 pub use module::ModuleConfig;
 pub use secrets::SecretSource;
 pub use source::{current_hash, ConfigSource};

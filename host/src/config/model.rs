@@ -29,6 +29,30 @@ pub struct Config {
     pub delegation: DelegationConfig,
     pub mcp: McpConfig,
     pub plugins: PluginsConfig,
+    /// No section: no audit log.
+    pub audit: Option<AuditConfig>,
+}
+
+/// Where the audit log goes (one JSON line per tool call and per refused
+/// request), and what happens when it cannot be written.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditConfig {
+    /// `"stdout"`, or the path of a file appended to (reopened on every
+    /// reload and `SIGHUP`, for log rotation).
+    pub sink: String,
+    #[serde(default)]
+    pub fail_mode: AuditFailMode,
+}
+
+/// `open`: a failing sink is counted and logged, calls go on. `closed`: a
+/// call whose audit line cannot be written is refused before it runs.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFailMode {
+    #[default]
+    Open,
+    Closed,
 }
 
 #[derive(Debug, Default)]
@@ -149,6 +173,10 @@ pub struct ModuleEntry {
     /// (it holds the client secret).
     #[serde(default)]
     pub token_exchange: Option<TokenExchangeConfig>,
+    /// Pass the verified requestor claims to the module (the PostgreSQL
+    /// module sets them as `request.jwt.claims` for row-level security).
+    #[serde(default)]
+    pub claims_setting: bool,
 }
 
 impl ModuleEntry {
@@ -159,5 +187,6 @@ impl ModuleEntry {
         "_comment",
         "requiredScopes",
         "tokenExchange",
+        "claimsSetting",
     ];
 }

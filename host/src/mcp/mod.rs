@@ -18,8 +18,9 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{json, Value};
 
 use crate::auth::{may_use, Credentials};
-use crate::call::{CallCore, ToolCallReply};
+use crate::call::{CallCore, RequestTiming, ToolCall, ToolCallReply};
 use crate::registry::Route;
+use crate::trace::TraceParent;
 
 /// HTTP-level settings of the MCP endpoint.
 pub struct EndpointSettings {
@@ -184,6 +185,28 @@ fn credentials_of(context: &RequestContext<RoleServer>) -> Option<Credentials> {
         .cloned()
 }
 
+/// The request's trace parent: `_meta.traceparent` (the 2026-07-28
+/// request metadata), else the `traceparent` header; and its timing.
+fn trace_of(
+    request: &CallToolRequestParams,
+    context: &RequestContext<RoleServer>,
+) -> (Option<TraceParent>, RequestTiming) {
+    let parts = context.extensions.get::<http::request::Parts>();
+    let from_meta = request
+        .meta
+        .as_ref()
+        .and_then(|meta| meta.get_traceparent())
+        .or_else(|| context.meta.get_traceparent())
+        .and_then(TraceParent::parse);
+    let parent =
+        from_meta.or_else(|| parts.and_then(|parts| crate::http::trace_parent(&parts.headers)));
+    let timing = parts
+        .and_then(|parts| parts.extensions.get::<RequestTiming>())
+        .copied()
+        .unwrap_or_default();
+    (parent, timing)
+}
+
 impl ServerHandler for McpHandler {
     fn get_info(&self) -> ServerConfig {
         let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build());
@@ -233,12 +256,16 @@ impl ServerHandler for McpHandler {
     ) -> Result<CallToolResponse, McpError> {
         let name = request.name.to_string();
         let credentials = credentials_of(&context);
+        let (trace_parent, timing) = trace_of(&request, &context);
         let args_json = Value::Object(request.arguments.unwrap_or_default()).to_string();
-        match self
-            .0
-            .core
-            .call_tool(&name, credentials.as_ref(), args_json)
-            .await
+        let call = ToolCall {
+            name: &name,
+            credentials: credentials.as_ref(),
+            args_json,
+            trace_parent,
+            timing,
+        };
+        match self.0.core.call_tool(call).await
         {
             ToolCallReply::UnknownTool => Err(McpError::invalid_params(
                 format!("Unknown tool: {name}"),

@@ -59,11 +59,18 @@ use crate::wire::{Column, Connection, DbError, Flow, RowSink, WireError};
 /// Our named statements: (name, SQL, parameter count).
 const BEGIN_READ: (&str, &str, usize) = ("mcpd_begin_read", sql::BEGIN_READ, 0);
 const BEGIN_WRITE: (&str, &str, usize) = ("mcpd_begin_write", sql::BEGIN_WRITE, 0);
-const SET_ROLE: (&str, &str, usize) = ("mcpd_set_role", sql::SET_ROLE, 1);
+const SET_ROLE: (&str, &str, usize) = ("mcpd_set_role", sql::SET_ROLE, 5);
+const SET_ROLE_CLAIMS: (&str, &str, usize) = ("mcpd_set_role_claims", sql::SET_ROLE_CLAIMS, 6);
 const ROLLBACK: (&str, &str, usize) = ("mcpd_rollback", sql::ROLLBACK, 0);
 const COMMIT: (&str, &str, usize) = ("mcpd_commit", sql::COMMIT, 0);
-const NAMED_STATEMENTS: [(&str, &str, usize); 5] =
-    [BEGIN_READ, BEGIN_WRITE, SET_ROLE, ROLLBACK, COMMIT];
+const NAMED_STATEMENTS: [(&str, &str, usize); 6] = [
+    BEGIN_READ,
+    BEGIN_WRITE,
+    SET_ROLE,
+    SET_ROLE_CLAIMS,
+    ROLLBACK,
+    COMMIT,
+];
 
 /// The steps of the batch, by index (see the module docs).
 const STEP_BEGIN: usize = 0;
@@ -76,6 +83,32 @@ const STEP_END: usize = 4;
 pub struct Delegation<'a> {
     pub identity: &'a str,
     pub read_only: bool,
+    /// Who is calling, set in the transaction beside the role.
+    pub attribution: Attribution<'a>,
+}
+
+/// The caller, as the transaction-local settings `mcp.subject`,
+/// `mcp.client`, `mcp.tool`, `mcp.request_id` (and `request.jwt.claims`
+/// when the module passes claims) carry it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Attribution<'a> {
+    pub subject: Option<&'a str>,
+    pub client: Option<&'a str>,
+    pub tool: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub claims: Option<&'a str>,
+}
+
+impl<'a> Attribution<'a> {
+    pub fn of(context: &'a mcp_delegate_plugin_api::CallContext) -> Self {
+        Self {
+            subject: context.user_id.as_deref(),
+            client: context.client.as_deref(),
+            tool: context.tool.as_deref(),
+            request_id: Some(context.request_id.as_str()),
+            claims: context.claims.as_deref(),
+        }
+    }
 }
 
 /// What the user's statement came to (its rows went to the sink).
@@ -232,6 +265,19 @@ fn run_batch(
     may_retry: bool,
 ) -> Result<Outcome, ToolError> {
     let identity = [Some(delegation.identity)];
+    let who = delegation.attribution;
+    let set_role_params = [
+        Some(delegation.identity),
+        who.subject,
+        who.client,
+        who.tool,
+        who.request_id,
+        who.claims,
+    ];
+    let (set_role, set_role_params) = match who.claims {
+        Some(_) => (SET_ROLE_CLAIMS.0, &set_role_params[..]),
+        None => (SET_ROLE.0, &set_role_params[..5]),
+    };
     let (begin, end) = if delegation.read_only {
         (BEGIN_READ, ROLLBACK)
     } else {
@@ -253,7 +299,7 @@ fn run_batch(
             crate::wire::encode_close_statement(evicted, buf)?;
         }
         encode_run_prepared(begin.0, &[], 0, false, buf)?;
-        encode_run_prepared(SET_ROLE.0, &identity, 0, false, buf)?;
+        encode_run_prepared(set_role, set_role_params, 0, false, buf)?;
         if user.parse {
             encode_prepare(&user.name, sql, params.len(), buf)?;
         }

@@ -20,8 +20,8 @@ mod values;
 mod wire;
 
 use mcp_delegate_plugin_api::{
-    codes, export_module, CallContext, ConfigReport, HealthReport, Module, ModuleFactory,
-    ModuleInfo, ToolAccess, ToolError, ToolSpec,
+    codes, export_module, CallContext, CallFacts, ConfigReport, HealthReport, Module,
+    ModuleFactory, ModuleInfo, ToolAccess, ToolError, ToolSpec,
 };
 use serde_json::Value;
 
@@ -130,6 +130,26 @@ impl ModuleFactory for PostgresFactory {
 }
 
 impl PostgresModule {
+    fn run_tool(
+        &self,
+        tool: &str,
+        context: &CallContext,
+        args: Value,
+        facts: &mut CallFacts,
+    ) -> Result<String, ToolError> {
+        match tool {
+            "delegate" => tools::delegate::run(self, context, &args, facts),
+            "schema" => tools::catalog::schema(self, context, &args).map(|v| v.to_string()),
+            "table-details" => {
+                tools::catalog::table_details(self, context, &args).map(|v| v.to_string())
+            }
+            _ => Err(ToolError::new(
+                codes::UNKNOWN_TOOL,
+                format!("unknown tool '{tool}'"),
+            )),
+        }
+    }
+
     /// Refuses every call while the service account's profile is unsafe
     /// (or unknown: it is checked before the first call, and again once
     /// [`profile::RECHECK_AFTER`] has passed).
@@ -192,16 +212,23 @@ impl Module for PostgresModule {
         context: &CallContext,
         args: Value,
     ) -> Result<String, ToolError> {
-        match tool {
-            "delegate" => tools::delegate::run(self, context, &args),
-            "schema" => tools::catalog::schema(self, context, &args).map(|v| v.to_string()),
-            "table-details" => {
-                tools::catalog::table_details(self, context, &args).map(|v| v.to_string())
-            }
-            _ => Err(ToolError::new(
-                codes::UNKNOWN_TOOL,
-                format!("unknown tool '{tool}'"),
-            )),
+        self.call_with_facts(tool, context, args).0
+    }
+
+    fn call_with_facts(
+        &self,
+        tool: &str,
+        context: &CallContext,
+        args: Value,
+    ) -> (Result<String, ToolError>, Option<CallFacts>) {
+        let mut facts = CallFacts::default();
+        PgPool::start_call();
+        let result = self.run_tool(tool, context, args, &mut facts);
+        if context.want_facts {
+            facts.pool = Some(self.pool.facts());
+            (result, Some(facts))
+        } else {
+            (result, None)
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use mcp_delegate_plugin_api::{codes, ToolError};
+use mcp_delegate_plugin_api::{codes, PoolFacts, ToolError};
 
 use crate::config::PgModuleConfig;
 use crate::wire::{ConnectParams, Connection, WireError};
@@ -21,6 +21,21 @@ const VALIDATE_AFTER_IDLE: Duration = Duration::from_secs(5);
 const READ_TIMEOUT_MARGIN: Duration = Duration::from_secs(30);
 
 pub type PooledConnection = r2d2::PooledConnection<WireManager>;
+
+thread_local! {
+    /// Time this thread spent waiting for connections since the last
+    /// [`PgPool::facts`]: a call runs on one thread from start to end.
+    static CALL_WAIT: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+    /// When this thread's current call started.
+    static CALL_START: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Microseconds since this thread's current call started.
+pub fn micros_since_call_start() -> u64 {
+    CALL_START.get().map_or(0, |start| {
+        u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    })
+}
 
 pub struct WireManager {
     params: ConnectParams,
@@ -126,10 +141,31 @@ impl PgPool {
         })
     }
 
+    /// Starts counting this thread's waits for a new call.
+    pub fn start_call() {
+        CALL_WAIT.set(Duration::ZERO);
+        CALL_START.set(Some(std::time::Instant::now()));
+    }
+
+    /// The pool now, and how long this thread's current call has waited
+    /// for connections (reset by the read).
+    pub fn facts(&self) -> PoolFacts {
+        let state = self.pool.state();
+        PoolFacts {
+            max: self.max_size,
+            open: state.connections,
+            idle: state.idle_connections,
+            wait_micros: u64::try_from(CALL_WAIT.take().as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+
     /// A connection, or a clear error: the database is down, or every
     /// connection is busy (the seed's "pool exhausted" case).
     pub fn get(&self) -> Result<PooledConnection, ToolError> {
-        self.pool.get().map_err(|err| {
+        let started = std::time::Instant::now();
+        let got = self.pool.get();
+        CALL_WAIT.set(CALL_WAIT.get() + started.elapsed());
+        got.map_err(|err| {
             let state = self.pool.state();
             if state.connections >= self.max_size && state.idle_connections == 0 {
                 ToolError::new(

@@ -97,6 +97,16 @@ impl<'a> ResultWriter<'a> {
         self.too_large
     }
 
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Whether the result was cut (by `maxRows` or `maxResultBytes`).
+    pub fn truncated(&self) -> bool {
+        self.truncated.is_some()
+    }
+
     /// The result object's JSON: `{"columns", "rows", "command", "rowCount",
     /// "truncated"[, "truncatedBy"]}`.
     pub fn finish(mut self, command: &str) -> String {

@@ -84,7 +84,9 @@ struct CacheState {
 fn entry_bytes(result: &Result<Verdict, Refusal>) -> usize {
     ENTRY_OVERHEAD_BYTES
         + match result {
-            Ok(verdict) => verdict.kind.len(),
+            Ok(verdict) => {
+                verdict.kind.len() + verdict.fingerprint.len() + verdict.normalized.len()
+            }
             Err(refusal) => refusal.heap_bytes(),
         }
 }
@@ -117,7 +119,14 @@ impl VerdictCache {
             ));
         }
         let _permit = Permit::acquire();
-        analyze(sql, allowed, user_functions)
+        analyze(sql, allowed, user_functions).map_err(|mut refusal| {
+            // What the audit log may show of a statement refused after it
+            // parsed, under the same permit and size bound.
+            if refusal.reason != "parse" {
+                refusal.audit_text = Some(Box::new(super::AuditText::of(sql)));
+            }
+            refusal
+        })
     }
 
     /// [`analyze`], remembered by the text and the function names'

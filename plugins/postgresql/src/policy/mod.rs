@@ -63,6 +63,12 @@ pub struct Verdict {
     pub kind: String,
     /// Highest `$n` used: the number of parameters the statement takes.
     pub parameter_count: usize,
+    /// pg_query's fingerprint (hex): equal for statements that differ
+    /// only in constants.
+    pub fingerprint: Box<str>,
+    /// The statement with every constant replaced by `$n`: what the audit
+    /// log may show.
+    pub normalized: Box<str>,
 }
 
 /// Why a statement was refused.
@@ -74,11 +80,36 @@ pub struct Refusal {
     /// roles are not enough), `system-catalog`, or a function category
     /// (`query-text`, `settings`, `unknown-function`, …).
     pub reason: &'static str,
-    pub message: String,
+    pub message: Box<str>,
     pub statement_kind: Option<Box<str>>,
     pub required_role: Option<&'static str>,
     pub function: Option<Box<str>>,
     pub operator: Option<Box<str>>,
+    /// The refused statement's fingerprint and normalized text, when it
+    /// parsed within the size bound (for the audit log).
+    pub audit_text: Option<Box<AuditText>>,
+}
+
+/// What the audit log may show of a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditText {
+    pub fingerprint: Option<Box<str>>,
+    pub normalized: Option<Box<str>>,
+}
+
+impl AuditText {
+    /// Of `sql` (parses it again: call only where parsing is bounded).
+    pub fn of(sql: &str) -> Self {
+        Self {
+            fingerprint: fingerprint(sql).map(Into::into),
+            normalized: normalized(sql).map(Into::into),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.fingerprint.as_ref().map_or(0, |s| s.len())
+            + self.normalized.as_ref().map_or(0, |s| s.len())
+    }
 }
 
 /// Longest refusal message kept: parse errors quote the SQL near the
@@ -95,17 +126,19 @@ impl Refusal {
         Self {
             code,
             reason,
-            message,
+            message: message.into(),
             statement_kind: None,
             required_role: None,
             function: None,
             operator: None,
+            audit_text: None,
         }
     }
 
     /// Bytes this refusal holds (the verdict cache's budget).
     pub fn heap_bytes(&self) -> usize {
         self.message.len()
+            + self.audit_text.as_ref().map_or(0, |text| text.heap_bytes())
             + self.statement_kind.as_ref().map_or(0, |s| s.len())
             + self.function.as_ref().map_or(0, |s| s.len())
             + self.operator.as_ref().map_or(0, |s| s.len())
@@ -237,7 +270,65 @@ pub fn analyze(
         class,
         kind,
         parameter_count: findings.parameter_count,
+        fingerprint: fingerprint(sql).unwrap_or_default().into(),
+        normalized: normalized(sql).unwrap_or_default().into(),
     })
+}
+
+/// pg_query's fingerprint of `sql` (hex), if it parses.
+pub fn fingerprint(sql: &str) -> Option<String> {
+    pg_query::fingerprint(
+        sql,
+        pg_query::ParserOptions::DEFAULT,
+        pg_query::FingerprintOptions::FULL_RELNAME,
+    )
+    .ok()
+    .map(|fingerprint| fingerprint.hex)
+}
+
+/// The longest normalized text kept (a statement's first 8 KiB).
+const MAX_NORMALIZED_BYTES: usize = 8 * 1024;
+
+/// `sql` with its constants replaced by placeholders, if it parses: its
+/// tokens joined by single spaces, so no comment survives, and `None` if
+/// any constant is left (pg_query leaves some in utility statements):
+/// what the audit log shows must never hold a literal.
+pub fn normalized(sql: &str) -> Option<String> {
+    use pg_query::protobuf::Token;
+    let text = pg_query::normalize(sql).ok()?;
+    let tokens = pg_query::scan(&text).ok()?.tokens;
+    let mut out = String::with_capacity(text.len().min(MAX_NORMALIZED_BYTES + 4));
+    for token in &tokens {
+        if out.len() > MAX_NORMALIZED_BYTES {
+            // The audit log keeps the statement's beginning.
+            out.push_str(" …");
+            break;
+        }
+        if matches!(
+            Token::try_from(token.token),
+            Ok(Token::SqlComment | Token::CComment)
+        ) {
+            continue;
+        }
+        if matches!(
+            Token::try_from(token.token),
+            Ok(Token::Fconst
+                | Token::Sconst
+                | Token::Usconst
+                | Token::Bconst
+                | Token::Xconst
+                | Token::Iconst)
+        ) {
+            return None;
+        }
+        let start = usize::try_from(token.start).ok()?;
+        let end = usize::try_from(token.end).ok()?;
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(text.get(start..end)?);
+    }
+    Some(out)
 }
 
 /// Whether the delegated roles allow a statement of this class.
@@ -552,5 +643,27 @@ mod tests {
             check("SELECT created_at FROM t", &read_only).unwrap().class,
             StatementClass::Read
         );
+    }
+}
+
+#[cfg(test)]
+mod audit_text_tests {
+    use super::normalized;
+
+    #[test]
+    fn normalized_text_never_holds_a_literal_or_a_comment() {
+        assert_eq!(
+            normalized("SELECT * FROM notes WHERE body = 'secret' AND id > 42").as_deref(),
+            Some("SELECT * FROM notes WHERE body = $1 AND id > $2")
+        );
+        assert_eq!(
+            normalized("SELECT 1 /* the password is hunter2 */ -- and more\n").as_deref(),
+            Some("SELECT $1")
+        );
+        let dollar = normalized("SELECT $q$secret$q$, E'x', B'101', X'ff', 1.5e3").unwrap();
+        for literal in ["secret", "x'", "101", "ff", "1.5"] {
+            assert!(!dollar.contains(literal), "{dollar}");
+        }
+        assert_eq!(normalized("SELECT 'unterminated"), None);
     }
 }

@@ -39,6 +39,7 @@ fn catalog_query(
     let delegation = Delegation {
         identity,
         read_only: true,
+        attribution: execute::Attribution::of(context),
     };
     let mut rows = CollectRows::new(module.config.max_result_bytes);
     execute::run_pooled(

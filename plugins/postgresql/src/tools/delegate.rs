@@ -1,6 +1,6 @@
 //! `<prefix>-delegate`: one SQL statement, as the caller's database role.
 
-use mcp_delegate_plugin_api::{codes, CallContext, ToolError};
+use mcp_delegate_plugin_api::{codes, CallContext, CallFacts, ToolError};
 use serde_json::{json, Value};
 
 use crate::execute::{self, Delegation};
@@ -89,10 +89,12 @@ fn change_message(command: &str, count: u64) -> Option<String> {
 }
 
 /// Runs the tool; the result is the JSON text of the result object.
+/// What the statement was and did goes to `facts` as it becomes known.
 pub fn run(
     module: &PostgresModule,
     context: &CallContext,
     args: &Value,
+    facts: &mut CallFacts,
 ) -> Result<String, ToolError> {
     match args.get("action").and_then(Value::as_str) {
         Some("query") => {}
@@ -121,19 +123,47 @@ pub fn run(
     // Judged with the function names known now (refusals need no
     // database), then again if checking the service account loaded newer
     // ones.
-    let judge = || {
+    let judge = |facts: &mut CallFacts| {
         let names = module.user_functions.current();
-        let verdict = module
+        let judged = module
             .verdicts
             .analyze(sql, &module.config.allowed, &names)
-            .map_err(refusal_error)?;
-        policy::authorize(&verdict, &context.delegated_roles).map_err(refusal_error)?;
-        Ok::<_, ToolError>((verdict, names.generation))
+            .and_then(
+                |verdict| match policy::authorize(&verdict, &context.delegated_roles) {
+                    Ok(()) => Ok(verdict),
+                    Err(mut refusal) => {
+                        refusal.audit_text = Some(Box::new(policy::AuditText {
+                            fingerprint: non_empty(&verdict.fingerprint),
+                            normalized: non_empty(&verdict.normalized),
+                        }));
+                        Err(refusal)
+                    }
+                },
+            );
+        match judged {
+            Ok(verdict) => Ok((verdict, names.generation)),
+            Err(refusal) => {
+                // Refused statements are audited too (normalized: no
+                // literal), as far as they parsed within the size bound.
+                facts.refusal_reason = Some(refusal.reason.to_owned());
+                if let Some(text) = &refusal.audit_text {
+                    facts.fingerprint = text.fingerprint.as_deref().map(str::to_owned);
+                    facts.normalized = text.normalized.as_deref().map(str::to_owned);
+                }
+                Err(refusal_error(refusal))
+            }
+        }
     };
-    let (mut verdict, generation) = judge()?;
+    let (mut verdict, generation) = judge(facts)?;
     module.ensure_service_account_safe()?;
     if module.user_functions.current().generation != generation {
-        verdict = judge()?.0;
+        verdict = judge(facts)?.0;
+    }
+    if context.want_facts {
+        facts.statement_class = Some(verdict.class.label().to_owned());
+        facts.statement_kind = Some(verdict.kind.clone());
+        facts.fingerprint = non_empty(&verdict.fingerprint).map(String::from);
+        facts.normalized = non_empty(&verdict.normalized).map(String::from);
     }
     if verdict.parameter_count != params.len() {
         return Err(ToolError::new(
@@ -150,6 +180,7 @@ pub fn run(
     let delegation = Delegation {
         identity,
         read_only: verdict.class == StatementClass::Read,
+        attribution: execute::Attribution::of(context),
     };
     let param_refs: Vec<Option<&str>> = params.iter().map(Option::as_deref).collect();
     // Column types that are not built in are looked up on a second
@@ -166,7 +197,9 @@ pub fn run(
         module.config.max_rows,
         delegation.read_only,
     );
-    let (outcome, connection) = execute::run_pooled(
+    let batch_after = crate::pool::micros_since_call_start();
+    let batch_started = std::time::Instant::now();
+    let ran = execute::run_pooled(
         &module.pool,
         &module.identities,
         &delegation,
@@ -174,7 +207,11 @@ pub fn run(
         &param_refs,
         &mut writer,
         module.config.max_rows,
-    )?;
+    );
+    facts.database_after_micros = Some(batch_after);
+    facts.database_micros =
+        Some(u64::try_from(batch_started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    let (outcome, connection) = ran?;
     drop(connection);
     if outcome.abandoned || writer.too_large() {
         let limit = module.config.max_result_bytes;
@@ -208,6 +245,8 @@ pub fn run(
         .as_deref()
         .map(parse_tag)
         .unwrap_or_else(|| (verdict.kind.clone(), None));
+    facts.rows = Some(tag_count.unwrap_or(writer.rows()));
+    facts.truncated = Some(writer.truncated());
     if !writer.has_columns() {
         let count = tag_count.unwrap_or(0);
         return Ok(match change_message(&command, count) {
@@ -220,6 +259,10 @@ pub fn run(
         });
     }
     Ok(writer.finish(&command))
+}
+
+fn non_empty(text: &str) -> Option<Box<str>> {
+    (!text.is_empty()).then(|| text.into())
 }
 
 /// How long a call waits for a second connection to look up column types.

@@ -8,7 +8,8 @@
 //! BENCH_CLIENTS (default "1,4,16,64"), BENCH_PEERS_DIR (where
 //! tests/bench/install-peers.sh put the peers; default target/peers),
 //! BENCH_TARGETS (a subset of "warm,cold,pgbench,toolbox,dbhub") and
-//! BENCH_WORKLOADS (a subset of "point,rows,details"). A run with either
+//! BENCH_WORKLOADS (a subset of "point,rows,details"), BENCH_AUDIT (a file:
+//! the audit log on, written there). A run with either
 //! filter prints its tables but leaves docs/benchmarks.md alone.
 
 use std::sync::Arc;
@@ -172,6 +173,11 @@ fn main() {
                 "cache": {"enabled": true, "ttlSeconds": 300}}
         }}}
     });
+    let mut config = config;
+    // BENCH_AUDIT=FILE: the audit log on, to FILE (what it costs).
+    if let Ok(path) = std::env::var("BENCH_AUDIT") {
+        config["audit"] = json!({"sink": path});
+    }
     // Per-call info logs off, as for the peers' defaults under load.
     let mut host = Host::start_logging(
         &config,

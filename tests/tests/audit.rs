@@ -1,0 +1,258 @@
+//! The audit log answers "who read table X between T1 and T2, through
+//! which client, as which role, and what did they run"; it fails closed
+//! when asked to; it follows log rotation.
+
+use std::time::Duration;
+
+use mcp_delegate_tests::host::Host;
+use mcp_delegate_tests::idp::TestIdp;
+use mcp_delegate_tests::paths::{plugin_dir, plugin_library};
+use mcp_delegate_tests::pg::Cluster;
+use mcp_delegate_tests::pgfixture::{auth_section, module_entry, FIXTURE_SQL};
+use serde_json::{json, Value};
+
+struct Audited {
+    cluster: Cluster,
+    idp: TestIdp,
+    host: Host,
+    _plugins: tempfile::TempDir,
+}
+
+fn start(audit: Value, extra_args: &[&str]) -> Audited {
+    let cluster = Cluster::start();
+    cluster.exec("postgres", FIXTURE_SQL);
+    let idp = TestIdp::start();
+    let plugins = plugin_dir(&[plugin_library("mcp_delegate_postgresql")]);
+    let config = json!({
+        "auth": auth_section(&idp),
+        "audit": audit,
+        "delegation": {"modules": {"postgresql1": module_entry(&cluster, json!({}))}}
+    });
+    let host = Host::start_with(&config, plugins.path(), extra_args);
+    Audited {
+        cluster,
+        idp,
+        host,
+        _plugins: plugins,
+    }
+}
+
+fn token(idp: &TestIdp, sub: &str, role: &str, client: &str, roles: &[&str]) -> String {
+    let mut all = vec!["user"];
+    all.extend_from_slice(roles);
+    idp.mint(
+        sub,
+        "mcp-oauth",
+        json!({"legacy_name": role, "roles": all, "azp": client,
+               "preferred_username": format!("{sub}@example.com")}),
+    )
+}
+
+fn lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("an audit line is JSON"))
+        .collect()
+}
+
+fn query(host: &mut Host, token: &str, sql: &str) -> Value {
+    host.bearer = Some(token.to_owned());
+    host.call_tool("sql1-delegate", json!({"action": "query", "sql": sql}))
+}
+
+#[test]
+fn the_audit_file_says_who_read_a_table_when_through_which_client_as_which_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    let mut db = start(json!({"sink": file}), &[]);
+    let alice = token(&db.idp, "alice", "reader", "agent-a", &["sql-read"]);
+    let bob = token(
+        &db.idp,
+        "bob",
+        "writer",
+        "agent-b",
+        &["sql-read", "sql-write"],
+    );
+
+    let t1 = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    query(
+        &mut db.host,
+        &alice,
+        "SELECT id, body FROM notes WHERE body <> 'x'",
+    );
+    query(
+        &mut db.host,
+        &bob,
+        "INSERT INTO notes (body) VALUES ('bob wrote this')",
+    );
+    let refused = query(
+        &mut db.host,
+        &alice,
+        "SELECT query_to_xml('SELECT * FROM notes', true, true, '')",
+    );
+    assert_eq!(refused["isError"], true);
+    // A traced request: the trace id reaches the audit line.
+    let traced = db
+        .host
+        .http()
+        .post(db.host.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("authorization", format!("Bearer {alice}"))
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body(
+            json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+                "name": "sql1-delegate", "arguments": {"action": "query", "sql": "SELECT count(*) FROM notes"}}})
+            .to_string(),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(traced.status().as_u16(), 200);
+    // Refused at the door: no valid token.
+    let (status, _, _) = db.host.post_with_token(
+        Some("not-a-token"),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string(),
+    );
+    assert_eq!(status, 401);
+    let t2 = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+
+    let audit = lines(&file);
+    // Who read `notes` between t1 and t2: from the file alone.
+    let readers: Vec<&Value> = audit
+        .iter()
+        .filter(|line| {
+            line["event"] == "tool-call"
+                && line["outcome"] == "ok"
+                && line["statementClass"] == "read"
+                && line["normalized"]
+                    .as_str()
+                    .is_some_and(|sql| sql.contains("FROM notes"))
+                && line["time"]
+                    .as_str()
+                    .is_some_and(|time| time >= t1.as_str() && time <= t2.as_str())
+        })
+        .collect();
+    assert_eq!(readers.len(), 2, "{audit:#?}");
+    let first = readers[0];
+    assert_eq!(first["subject"], "alice");
+    assert_eq!(first["username"], "alice@example.com");
+    assert_eq!(first["client"], "agent-a");
+    assert_eq!(first["idp"], "requestor-jwt");
+    assert_eq!(first["serverRole"], "user");
+    assert_eq!(first["databaseRole"], "reader");
+    assert_eq!(first["module"], "postgresql1");
+    assert_eq!(first["tool"], "sql1-delegate");
+    assert_eq!(first["statementKind"], "SELECT");
+    assert_eq!(
+        first["normalized"],
+        "SELECT id , body FROM notes WHERE body <> $1"
+    );
+    assert_eq!(first["fingerprint"].as_str().map(str::len), Some(16));
+    assert_eq!(first["rows"], 2);
+    assert_eq!(first["truncated"], false);
+    assert!(first["durationMs"].as_f64().is_some());
+    assert!(first["requestId"].as_str().unwrap().starts_with("req-"));
+    assert_eq!(readers[1]["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+
+    let write = audit
+        .iter()
+        .find(|line| line["statementClass"] == "write")
+        .expect("the insert's line");
+    assert_eq!(write["subject"], "bob");
+    assert_eq!(write["databaseRole"], "writer");
+    assert_eq!(write["rows"], 1);
+    assert_eq!(
+        write["normalized"],
+        "INSERT INTO notes ( body ) VALUES ( $1 )"
+    );
+
+    let refusal = audit
+        .iter()
+        .find(|line| line["outcome"] == "error")
+        .expect("the refused statement's line");
+    assert_eq!(refusal["errorCode"], "SQL_FORBIDDEN_FUNCTION");
+    assert_eq!(refusal["refusalReason"], "query-text");
+    assert_eq!(refusal["subject"], "alice");
+
+    let door = audit
+        .iter()
+        .find(|line| line["event"] == "request-refused")
+        .expect("the refused request's line");
+    assert_eq!(door["httpStatus"], 401);
+    assert_eq!(door["reason"], "invalid_token");
+    assert!(door.get("subject").is_none());
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    for secret in [
+        alice.as_str(),
+        bob.as_str(),
+        "bob wrote this",
+        "service-pass",
+    ] {
+        assert!(!text.contains(secret), "{secret} in the audit log");
+    }
+}
+
+/// `failMode: closed` with a sink that cannot be written (`/dev/full`):
+/// the call is refused and nothing runs. `open`: the call runs.
+#[test]
+fn a_failing_sink_refuses_calls_when_closed_and_not_when_open() {
+    let mut db = start(json!({"sink": "/dev/full", "failMode": "closed"}), &[]);
+    let bob = token(
+        &db.idp,
+        "bob",
+        "writer",
+        "agent-b",
+        &["sql-read", "sql-write"],
+    );
+    let insert = "INSERT INTO notes (body) VALUES ('must not land')";
+    let result = query(&mut db.host, &bob, insert);
+    assert_eq!(Host::tool_error(&result)["error"], "AUDIT_UNAVAILABLE");
+    let landed = db.cluster.query_texts(
+        "postgres",
+        "SELECT count(*)::text FROM notes WHERE body = 'must not land'",
+    );
+    assert_eq!(landed, ["0"]);
+
+    let mut open = start(json!({"sink": "/dev/full"}), &[]);
+    let bob = token(
+        &open.idp,
+        "bob",
+        "writer",
+        "agent-b",
+        &["sql-read", "sql-write"],
+    );
+    let result = query(&mut open.host, &bob, insert);
+    assert_eq!(result["isError"], false, "{result}");
+    assert!(open
+        .host
+        .wait_for_log("audit line not written", Duration::from_secs(5)));
+}
+
+/// Log rotation: the file is moved away, `SIGHUP` reopens the configured
+/// path, and the next line lands in the new file.
+#[test]
+fn sighup_reopens_the_audit_file_after_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    let mut db = start(json!({"sink": file}), &["--no-watch"]);
+    let alice = token(&db.idp, "alice", "reader", "agent-a", &["sql-read"]);
+    query(&mut db.host, &alice, "SELECT 1");
+    let rotated = dir.path().join("audit.jsonl.1");
+    std::fs::rename(&file, &rotated).unwrap();
+    db.host.hang_up();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !file.exists() {
+        assert!(std::time::Instant::now() < deadline, "not reopened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    query(&mut db.host, &alice, "SELECT 2");
+    assert_eq!(lines(&rotated).len(), 1);
+    assert_eq!(lines(&file).len(), 1);
+    assert_eq!(lines(&file)[0]["normalized"], "SELECT $1");
+}
