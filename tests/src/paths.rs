@@ -56,66 +56,63 @@ pub fn plugin_dir(libraries: &[PathBuf]) -> tempfile::TempDir {
 }
 
 /// The echo plugin rebuilt so that it answers `"build": "echo-build-2"`
-/// (an upgrade of the same plugin), in its own target dir, under a name of
-/// its own. Built once per test process.
+/// (an upgrade of the same plugin), under a name of its own. Built once
+/// per test process.
 pub fn rebuilt_echo_plugin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let target_dir = workspace_root().join("target").join("echo-rebuilt");
-            let status = Command::new(env!("CARGO"))
-                .current_dir(workspace_root())
-                .env("MCP_DELEGATE_ECHO_BUILD", "echo-build-2")
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "mcp-delegate-echo",
-                    "--target-dir",
-                ])
-                .arg(&target_dir)
-                .status()
-                .expect("run cargo");
-            assert!(status.success(), "rebuilding the echo plugin failed");
-            let built = target_dir.join("debug").join("libmcp_delegate_echo.so");
-            let renamed = target_dir.join("libmcp_delegate_echo_rebuilt.so");
-            std::fs::copy(&built, &renamed).expect("copy rebuilt echo");
-            renamed
+            echo_variant(
+                "echo-rebuilt",
+                &[],
+                &[("MCP_DELEGATE_ECHO_BUILD", "echo-build-2")],
+                "libmcp_delegate_echo_rebuilt.so",
+            )
         })
         .clone()
 }
 
 /// The echo plugin built against a plugin-api with a changed `HostServices`
-/// layout (feature `abi-break-test`), in its own target dir. Built once per
-/// test process.
+/// layout (feature `abi-break-test`). Built once per test process.
 pub fn incompatible_echo_plugin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let target_dir = workspace_root().join("target").join("abi-break-test");
-            let status = Command::new(env!("CARGO"))
-                .current_dir(workspace_root())
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "mcp-delegate-echo",
-                    "--features",
-                    "mcp-delegate-plugin-api/abi-break-test",
-                    "--target-dir",
-                ])
-                .arg(&target_dir)
-                .status()
-                .expect("run cargo");
-            assert!(
-                status.success(),
-                "building the incompatible echo plugin failed"
-            );
-            let built = target_dir.join("debug").join("libmcp_delegate_echo.so");
-            // A distinct file name, so it can sit beside the real echo.
-            let renamed = target_dir.join("libmcp_delegate_echo_incompatible.so");
-            std::fs::copy(&built, &renamed).expect("copy incompatible echo");
-            renamed
+            echo_variant(
+                "abi-break-test",
+                &["--features", "mcp-delegate-plugin-api/abi-break-test"],
+                &[],
+                "libmcp_delegate_echo_incompatible.so",
+            )
         })
         .clone()
+}
+
+/// Builds the echo plugin in `target/<target_subdir>` with `args` and
+/// `env`, and copies the library to `<file_name>` beside it (a distinct
+/// name, so it can sit beside the real echo).
+fn echo_variant(
+    target_subdir: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    file_name: &str,
+) -> PathBuf {
+    let target_dir = workspace_root().join("target").join(target_subdir);
+    let status = Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .envs(env.iter().copied())
+        .args(["build", "--quiet", "-p", "mcp-delegate-echo"])
+        .args(args)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .status()
+        .expect("run cargo");
+    assert!(
+        status.success(),
+        "building the echo plugin in {target_subdir} failed"
+    );
+    let built = target_dir.join("debug").join("libmcp_delegate_echo.so");
+    let renamed = target_dir.join(file_name);
+    std::fs::copy(&built, &renamed).expect("copy the echo build");
+    renamed
 }

@@ -48,6 +48,11 @@ fn token(idp: &TestIdp, sub: &str, role: &str, client: &str, roles: &[&str]) -> 
     )
 }
 
+/// Bob, who may write, as the `writer` role through `agent-b`.
+fn writer_token(idp: &TestIdp) -> String {
+    token(idp, "bob", "writer", "agent-b", &["sql-read", "sql-write"])
+}
+
 fn lines(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -67,13 +72,7 @@ fn the_audit_file_says_who_read_a_table_when_through_which_client_as_which_role(
     let file = dir.path().join("audit.jsonl");
     let mut db = start(json!({"sink": file}), &[]);
     let alice = token(&db.idp, "alice", "reader", "agent-a", &["sql-read"]);
-    let bob = token(
-        &db.idp,
-        "bob",
-        "writer",
-        "agent-b",
-        &["sql-read", "sql-write"],
-    );
+    let bob = writer_token(&db.idp);
 
     let t1 = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     query(
@@ -203,13 +202,7 @@ fn the_audit_file_says_who_read_a_table_when_through_which_client_as_which_role(
 #[test]
 fn a_failing_sink_refuses_calls_when_closed_and_not_when_open() {
     let mut db = start(json!({"sink": "/dev/full", "failMode": "closed"}), &[]);
-    let bob = token(
-        &db.idp,
-        "bob",
-        "writer",
-        "agent-b",
-        &["sql-read", "sql-write"],
-    );
+    let bob = writer_token(&db.idp);
     let insert = "INSERT INTO notes (body) VALUES ('must not land')";
     let result = query(&mut db.host, &bob, insert);
     assert_eq!(Host::tool_error(&result)["error"], "AUDIT_UNAVAILABLE");
@@ -220,13 +213,7 @@ fn a_failing_sink_refuses_calls_when_closed_and_not_when_open() {
     assert_eq!(landed, ["0"]);
 
     let mut open = start(json!({"sink": "/dev/full"}), &[]);
-    let bob = token(
-        &open.idp,
-        "bob",
-        "writer",
-        "agent-b",
-        &["sql-read", "sql-write"],
-    );
+    let bob = writer_token(&open.idp);
     let result = query(&mut open.host, &bob, insert);
     assert_eq!(result["isError"], false, "{result}");
     assert!(open

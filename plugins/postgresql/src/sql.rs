@@ -13,25 +13,31 @@
 /// `BEGIN` of a read: the transaction is read-only whatever runs in it.
 pub const BEGIN_READ: &str = "BEGIN READ ONLY";
 pub const BEGIN_WRITE: &str = "BEGIN";
+/// The statement that sets the role and the attribution, with more
+/// settings appended.
+macro_rules! set_role_sql {
+    ($($more:literal),*) => {
+        concat!(
+            "SELECT pg_catalog.set_config('role', $1, true), \
+             pg_catalog.set_config('mcp.subject', $2, true), \
+             pg_catalog.set_config('mcp.client', $3, true), \
+             pg_catalog.set_config('mcp.tool', $4, true), \
+             pg_catalog.set_config('mcp.request_id', $5, true)"
+            $(, $more)*
+        )
+    };
+}
 /// The transaction-local `SET ROLE`, the identity as a parameter, and the
 /// caller's attribution as transaction-local settings that row-level
 /// security policies, triggers and log lines can read (`mcp.subject`,
 /// `mcp.client`, `mcp.tool`, `mcp.request_id`): all parameters, one
 /// statement, no extra round trip. The role comes first, so the settings
 /// are made as the delegated role (custom settings are user-settable).
-pub const SET_ROLE: &str = "SELECT pg_catalog.set_config('role', $1, true), \
-    pg_catalog.set_config('mcp.subject', $2, true), \
-    pg_catalog.set_config('mcp.client', $3, true), \
-    pg_catalog.set_config('mcp.tool', $4, true), \
-    pg_catalog.set_config('mcp.request_id', $5, true)";
+pub const SET_ROLE: &str = set_role_sql!();
 /// [`SET_ROLE`] plus the verified requestor claims as
 /// `request.jwt.claims` (PostgREST's name), for `claimsSetting: true`.
-pub const SET_ROLE_CLAIMS: &str = "SELECT pg_catalog.set_config('role', $1, true), \
-    pg_catalog.set_config('mcp.subject', $2, true), \
-    pg_catalog.set_config('mcp.client', $3, true), \
-    pg_catalog.set_config('mcp.tool', $4, true), \
-    pg_catalog.set_config('mcp.request_id', $5, true), \
-    pg_catalog.set_config('request.jwt.claims', $6, true)";
+pub const SET_ROLE_CLAIMS: &str =
+    set_role_sql!(", pg_catalog.set_config('request.jwt.claims', $6, true)");
 pub const ROLLBACK: &str = "ROLLBACK";
 pub const COMMIT: &str = "COMMIT";
 pub const DISCARD_ALL: &str = "DISCARD ALL";
