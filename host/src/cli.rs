@@ -83,8 +83,8 @@ pub struct ServeArgs {
     /// `/v1/traces` is added). Off by default.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
-    /// How long a module removed by a reload may finish its calls before
-    /// it is shut down anyway.
+    /// How long calls in flight may finish: those of a module a reload
+    /// removed, and all of them after SIGTERM or SIGINT.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
     #[command(flatten)]

@@ -34,6 +34,8 @@ pub type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
 /// generation each request loads once and keeps to its end.
 pub struct HttpApp {
     pub server: Arc<Server>,
+    /// Set when a stop signal came: new requests get 503.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
@@ -47,6 +49,20 @@ fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
 }
 
 async fn route(app: Arc<HttpApp>, request: Request<Incoming>) -> Result<HttpResponse, Infallible> {
+    if app.draining.load(std::sync::atomic::Ordering::Acquire) {
+        // A request on a keep-alive connection after the stop signal: the
+        // calls in flight finish, new ones go elsewhere.
+        let mut response = json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "SHUTTING_DOWN", "message": "the server is stopping; retry on another replica"}),
+        );
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        METRICS.http_response(503);
+        return Ok(response);
+    }
     let runtime = app.server.current();
     let path = request.uri().path();
     let response = match (request.method(), path) {
@@ -306,12 +322,14 @@ async fn ready(server: &Server, runtime: Arc<Runtime>) -> HttpResponse {
     )
 }
 
-/// Serves until `shutdown` resolves, then lets open requests finish (up to
-/// ten seconds).
+/// Serves until `shutdown` resolves; then stops accepting, answers new
+/// requests on open connections with 503 and `Connection: close`, and lets
+/// the requests in flight finish (up to `drain_timeout`).
 pub async fn serve(
     listener: TcpListener,
     app: Arc<HttpApp>,
     shutdown: impl std::future::Future<Output = ()>,
+    drain_timeout: Duration,
 ) {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
@@ -341,10 +359,17 @@ pub async fn serve(
         });
     }
     drop(listener);
+    app.draining
+        .store(true, std::sync::atomic::Ordering::Release);
     tokio::select! {
-        () = graceful.shutdown() => {},
-        () = tokio::time::sleep(Duration::from_secs(10)) => {
-            tracing::warn!("open connections did not finish within 10 s; closing them");
+        () = graceful.shutdown() => {
+            tracing::info!("every request in flight finished");
+        },
+        () = tokio::time::sleep(drain_timeout) => {
+            tracing::warn!(
+                drain_timeout_ms = drain_timeout.as_millis() as u64,
+                "requests still running after the drain timeout; closing their connections"
+            );
         }
     }
 }

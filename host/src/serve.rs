@@ -113,8 +113,9 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     let watcher = (!args.no_watch).then(|| tokio::spawn(server.clone().watch(watch_interval)));
     let app = Arc::new(HttpApp {
         server: server.clone(),
+        draining: std::sync::atomic::AtomicBool::new(false),
     });
-    http::serve(listener, app, shutdown_signal()).await;
+    http::serve(listener, app, shutdown_signal(), args.drain_timeout).await;
     #[cfg(unix)]
     hangups.abort();
     if let Some(watcher) = watcher {

@@ -219,6 +219,26 @@ impl Host {
         self.config.path()
     }
 
+    /// Sends `SIGTERM` and waits (up to `within`) for the host to exit:
+    /// its exit code, or `None` if it did not exit in time.
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                return Some(exit.code().unwrap_or(-1));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends `SIGHUP` (reload).
     pub fn hang_up(&self) {
         let status = Command::new("kill")
