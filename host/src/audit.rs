@@ -45,9 +45,15 @@ impl AuditLog {
             if !path.is_absolute() {
                 return Err("must be \"stdout\" or an absolute file path".to_owned());
             }
-            let file = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
+            let mut options = std::fs::OpenOptions::new();
+            options.append(true).create(true);
+            #[cfg(unix)]
+            {
+                // Who ran what is for the operator's eyes only.
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let file = options
                 .open(&path)
                 .map_err(|err| format!("cannot open {} for appending: {err}", path.display()))?;
             Sink::File {

@@ -21,8 +21,23 @@ use crate::registry::{ExposedTool, Registry, Route};
 use crate::status::{Generation, ReloadLog};
 use crate::trace::{CallTrace, Step, TraceParent};
 
-/// Request ids stay unique across reloads.
+/// Request ids stay unique across reloads, and carry a per-process
+/// prefix so that replicas and restarts do not repeat them.
 static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
+
+static REQUEST_PREFIX: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use sha2::Digest;
+    let seed = format!(
+        "{}:{:?}",
+        std::process::id(),
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)
+    );
+    sha2::Sha256::digest(seed.as_bytes())
+        .iter()
+        .take(4)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+});
 
 /// The calls of one generation: its tools, and how its module calls get
 /// their database identities.
@@ -36,9 +51,9 @@ pub struct CallCore {
 }
 
 /// One `tools/call` as it arrived.
-pub struct ToolCall<'a> {
-    pub name: &'a str,
-    pub credentials: Option<&'a Credentials>,
+pub struct ToolCall {
+    pub name: String,
+    pub credentials: Option<Credentials>,
     pub args_json: String,
     /// The caller's `traceparent`, when well formed.
     pub trace_parent: Option<TraceParent>,
@@ -98,8 +113,23 @@ impl CallCore {
     }
 
     /// One `tools/call`: access, delegated identity, the plugin call on a
-    /// blocking thread, the log line and the audit line.
-    pub async fn call_tool(self: &Arc<Self>, call: ToolCall<'_>) -> ToolCallReply {
+    /// blocking thread, the log line and the audit line. It runs as a task
+    /// of its own: a client that disconnects drops the request's future,
+    /// and must not thereby skip the audit line of a call that ran.
+    pub async fn call_tool(self: &Arc<Self>, call: ToolCall) -> ToolCallReply {
+        let core = self.clone();
+        match tokio::spawn(async move { core.run_call(call).await }).await {
+            Ok(reply) => reply,
+            Err(join_error) => ToolCallReply::Completed(Err(ToolError::new(
+                codes::PLUGIN_PANIC,
+                format!(
+                    "the tool call failed unexpectedly ({join_error}); the server keeps running"
+                ),
+            ))),
+        }
+    }
+
+    async fn run_call(self: &Arc<Self>, call: ToolCall) -> ToolCallReply {
         let ToolCall {
             name,
             credentials,
@@ -107,9 +137,21 @@ impl CallCore {
             trace_parent,
             timing,
         } = call;
+        let name = name.as_str();
+        let credentials = credentials.as_ref();
         let principal = credentials.map(|c| c.principal.clone());
-        let request_id = format!("req-{}", NEXT_REQUEST.fetch_add(1, Ordering::Relaxed));
-        let trace = CallTrace::start(name, trace_parent.as_ref(), timing.received);
+        let request_id = format!(
+            "req-{}-{}",
+            *REQUEST_PREFIX,
+            NEXT_REQUEST.fetch_add(1, Ordering::Relaxed)
+        );
+        let known = self.registry.tool_position(name).filter(|&position| {
+            may_use(self.registry.tools()[position].access, principal.as_deref())
+        });
+        // A name the registry does not know is the client's text: it never
+        // becomes a span attribute, and the audit line keeps its start.
+        let label = if known.is_some() { name } else { "unknown" };
+        let trace = CallTrace::start(label, trace_parent.as_ref(), timing.received);
         if let (Some(trace), Some((start, end))) = (&trace, timing.authenticated) {
             trace.step(
                 Step {
@@ -128,7 +170,11 @@ impl CallCore {
             event: "tool-call",
             request_id: Some(&request_id),
             trace_id: trace_id.as_deref(),
-            tool: Some(name),
+            tool: Some(if known.is_some() {
+                name
+            } else {
+                prefix_of(name, MAX_UNKNOWN_TOOL_CHARS)
+            }),
             ..AuditRecord::default()
         };
         if let Some(principal) = &principal {
@@ -468,6 +514,16 @@ fn trace_plugin_call(trace: &CallTrace, started: SystemTime, facts: Option<&Call
         end: SystemTime::now(),
     };
     trace.step(step, batch.as_slice());
+}
+
+/// How much of an unknown tool's name the audit line keeps.
+const MAX_UNKNOWN_TOOL_CHARS: usize = 128;
+
+/// The first `max` characters of `text`.
+fn prefix_of(text: &str, max: usize) -> &str {
+    text.char_indices()
+        .nth(max)
+        .map_or(text, |(cut, _)| &text[..cut])
 }
 
 fn join(items: &[&String]) -> String {

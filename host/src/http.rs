@@ -234,8 +234,8 @@ async fn post_mcp(runtime: &Runtime, request: Request<Incoming>) -> HttpResponse
         let reply = runtime
             .core
             .call_tool(ToolCall {
-                name: &call.name,
-                credentials: parts.extensions.get::<Credentials>(),
+                name: call.name.to_string(),
+                credentials: parts.extensions.get::<Credentials>().cloned(),
                 args_json: call.args_json.to_owned(),
                 trace_parent: trace_parent(&parts.headers),
                 timing: parts

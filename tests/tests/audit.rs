@@ -243,3 +243,54 @@ fn sighup_reopens_the_audit_file_after_rotation() {
     assert_eq!(lines(&file).len(), 1);
     assert_eq!(lines(&file)[0]["normalized"], "SELECT $1");
 }
+
+/// A client that sends a write and hangs up at once: the call still runs
+/// to its end, and its audit line is written (the call is a task of its
+/// own, not part of the request the disconnect drops).
+#[test]
+fn a_client_that_hangs_up_mid_call_still_gets_its_call_audited() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    let db = start(json!({"sink": file}), &[]);
+    let bob = writer_token(&db.idp);
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "sql1-delegate",
+        "arguments": {"action": "query",
+                      "sql": "INSERT INTO notes (body) SELECT 'hung up' FROM pg_sleep(0.5)"}}})
+    .to_string();
+    let address = db.host.base_url.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        stream,
+        "POST /mcp HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\n\
+         Authorization: Bearer {bob}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(stream);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        if let Some(line) = lines(&file)
+            .into_iter()
+            .find(|line| line["statementClass"] == "write")
+        {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no audit line for the call of a client that hung up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(line["subject"], "bob");
+    assert_eq!(line["outcome"], "ok");
+    let landed = db.cluster.query_texts(
+        "postgres",
+        "SELECT count(*)::text FROM notes WHERE body = 'hung up'",
+    );
+    assert_eq!(landed, ["1"]);
+}

@@ -171,12 +171,15 @@ fn direct_tools_call_answers_exactly_like_rmcp() {
         json!({"name": "echo3-echo", "arguments": {"panic": true}}),
     ];
     let normalize = |body: &str| {
-        // The request ids of the two calls differ: req-N.
+        // The request ids of the two calls differ: req-<prefix>-N.
         let mut out = String::new();
         let mut rest = body;
         while let Some(at) = rest.find("req-") {
             out.push_str(&rest[..at + 4]);
-            rest = rest[at + 4..].trim_start_matches(|c: char| c.is_ascii_digit());
+            rest = rest[at + 4..]
+                .trim_start_matches(|c: char| c.is_ascii_hexdigit())
+                .trim_start_matches('-')
+                .trim_start_matches(|c: char| c.is_ascii_digit());
             out.push('N');
         }
         out.push_str(rest);
@@ -256,7 +259,7 @@ fn invalid_bodies_get_json_rpc_errors_on_both_paths_and_run_nothing() {
             .as_str()
             .unwrap()
             .to_owned();
-        id.trim_start_matches("req-").parse::<u64>().unwrap()
+        id.rsplit('-').next().unwrap().parse::<u64>().unwrap()
     };
     let before = request_number();
     // (direct form, rmcp form, expected code)

@@ -78,6 +78,12 @@ const WORKLOAD: &[(&str, &[&str])] = &[
     ),
     ("SELECT pg_read_file('sweep-read-file-path')", &[]),
     ("SELECT * FROM notes WHERE body = E'sweep-escaped\\n'", &[]),
+    // A value written as an identifier: an unknown column to the database.
+    (
+        "SELECT id FROM notes WHERE body = \"sweep ident secret\"",
+        &[],
+    ),
+    ("SELECT body FROM notes ORDER BY 1 LIMIT 1", &[]),
 ];
 
 #[test]
@@ -199,6 +205,10 @@ fn no_audit_line_holds_a_token_a_password_a_literal_or_a_row() {
         }
     }
     assert!(lines >= WORKLOAD.len(), "only {lines} audit lines");
+    assert!(
+        normalized_texts.len() >= 4,
+        "too few normalized texts to prove anything: {normalized_texts:?}"
+    );
     eprintln!(
         "audit sweep: {lines} lines in {} files; {} tokens, {} literals and parameter values, {} passwords looked for",
         files.len(),
@@ -274,7 +284,15 @@ fn run_own_workload() -> OwnWorkload {
     for (sql, params) in WORKLOAD {
         literals.extend(string_literals(sql));
         literals.extend(params.iter().map(|p| (*p).to_owned()));
-        literals.extend(["sweep-dollar-quoted", "sweep-comment-text", "314159"].map(str::to_owned));
+        literals.extend(
+            [
+                "sweep-dollar-quoted",
+                "sweep-comment-text",
+                "314159",
+                "sweep ident secret",
+            ]
+            .map(str::to_owned),
+        );
         host.call_tool(
             "sql1-delegate",
             json!({"action": "query", "sql": sql, "params": params}),

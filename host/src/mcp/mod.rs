@@ -259,8 +259,8 @@ impl ServerHandler for McpHandler {
         let (trace_parent, timing) = trace_of(&request, &context);
         let args_json = Value::Object(request.arguments.unwrap_or_default()).to_string();
         let call = ToolCall {
-            name: &name,
-            credentials: credentials.as_ref(),
+            name: name.clone(),
+            credentials,
             args_json,
             trace_parent,
             timing,

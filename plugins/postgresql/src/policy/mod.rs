@@ -290,28 +290,24 @@ pub fn fingerprint(sql: &str) -> Option<String> {
 const MAX_NORMALIZED_BYTES: usize = 8 * 1024;
 
 /// `sql` with its constants replaced by placeholders, if it parses: its
-/// tokens joined by single spaces, so no comment survives, and `None` if
-/// any constant is left (pg_query leaves some in utility statements):
-/// what the audit log shows must never hold a literal.
+/// tokens joined by single spaces, so no comment survives; a constant that
+/// pg_query leaves (ordinals in `ORDER BY 1`, type modifiers, some utility
+/// statements) becomes `?`: what the audit log shows must never hold a
+/// literal. At most [`MAX_NORMALIZED_BYTES`] (the statement's beginning).
 pub fn normalized(sql: &str) -> Option<String> {
     use pg_query::protobuf::Token;
     let text = pg_query::normalize(sql).ok()?;
     let tokens = pg_query::scan(&text).ok()?.tokens;
     let mut out = String::with_capacity(text.len().min(MAX_NORMALIZED_BYTES + 4));
     for token in &tokens {
-        if out.len() > MAX_NORMALIZED_BYTES {
-            // The audit log keeps the statement's beginning.
-            out.push_str(" …");
-            break;
-        }
-        if matches!(
-            Token::try_from(token.token),
-            Ok(Token::SqlComment | Token::CComment)
-        ) {
+        let kind = Token::try_from(token.token);
+        if matches!(kind, Ok(Token::SqlComment | Token::CComment)) {
             continue;
         }
-        if matches!(
-            Token::try_from(token.token),
+        let start = usize::try_from(token.start).ok()?;
+        let end = usize::try_from(token.end).ok()?;
+        let piece = if matches!(
+            kind,
             Ok(Token::Fconst
                 | Token::Sconst
                 | Token::Usconst
@@ -319,14 +315,24 @@ pub fn normalized(sql: &str) -> Option<String> {
                 | Token::Xconst
                 | Token::Iconst)
         ) {
-            return None;
-        }
-        let start = usize::try_from(token.start).ok()?;
-        let end = usize::try_from(token.end).ok()?;
+            "?"
+        } else {
+            text.get(start..end)?
+        };
         if !out.is_empty() {
             out.push(' ');
         }
-        out.push_str(text.get(start..end)?);
+        out.push_str(piece);
+        if out.len() > MAX_NORMALIZED_BYTES {
+            // The audit log keeps the statement's beginning.
+            let mut cut = MAX_NORMALIZED_BYTES;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+            out.push_str(" …");
+            break;
+        }
     }
     Some(out)
 }
@@ -665,5 +671,12 @@ mod audit_text_tests {
             assert!(!dollar.contains(literal), "{dollar}");
         }
         assert_eq!(normalized("SELECT 'unterminated"), None);
+        // What pg_query leaves in place becomes `?`.
+        assert_eq!(
+            normalized("SELECT body::varchar(5) FROM notes ORDER BY 1").as_deref(),
+            Some("SELECT body :: varchar ( ? ) FROM notes ORDER BY ?")
+        );
+        let long = format!("SELECT \"{}\"", "x".repeat(100_000));
+        assert!(normalized(&long).unwrap().len() < 8 * 1024 + 8);
     }
 }

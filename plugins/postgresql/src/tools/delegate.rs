@@ -211,6 +211,15 @@ pub fn run(
     facts.database_after_micros = Some(batch_after);
     facts.database_micros =
         Some(u64::try_from(batch_started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    if let Err(error) = &ran {
+        // A name the database does not know may have been a value written
+        // as an identifier (`WHERE password = "hunter2"`): the audit log
+        // keeps only the fingerprint.
+        let sqlstate = error.details.get("sqlstate").and_then(Value::as_str);
+        if matches!(sqlstate, Some("42703" | "42P01" | "42883" | "42704")) {
+            facts.normalized = None;
+        }
+    }
     let (outcome, connection) = ran?;
     drop(connection);
     if outcome.abandoned || writer.too_large() {
