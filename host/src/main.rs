@@ -10,6 +10,8 @@ mod check_config;
 mod cli;
 mod config;
 mod db_setup;
+#[cfg(test)]
+mod fuzz;
 mod http;
 mod json;
 mod logging;
