@@ -115,7 +115,22 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         server: server.clone(),
         draining: std::sync::atomic::AtomicBool::new(false),
     });
-    http::serve(listener, app, shutdown_signal(), args.drain_timeout).await;
+    let header_read_timeout = std::time::Duration::from_millis(
+        server
+            .current()
+            .config
+            .mcp
+            .header_read_timeout_millis
+            .max(1),
+    );
+    http::serve(
+        listener,
+        app,
+        shutdown_signal(),
+        args.drain_timeout,
+        header_read_timeout,
+    )
+    .await;
     #[cfg(unix)]
     hangups.abort();
     if let Some(watcher) = watcher {

@@ -143,3 +143,51 @@ fn sigterm_under_load_finishes_every_call_in_flight_and_exits_zero() {
         stopped_after
     );
 }
+
+/// Slowloris: connections that dribble a request's headers are closed
+/// after `mcp.headerReadTimeoutMillis`, while a normal client is served
+/// all along.
+#[test]
+fn connections_that_never_finish_their_headers_are_closed() {
+    use std::io::{Read, Write};
+    let plugins = plugin_dir(&[plugin_library("mcp_delegate_echo")]);
+    let config = json!({
+        "mcp": {"headerReadTimeoutMillis": 500},
+        "delegation": {"modules": {"echo1": {}}}
+    });
+    let mut host = Host::start(&config, plugins.path());
+    let address = host.base_url.trim_start_matches("http://").to_owned();
+    let mut slow: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&address).unwrap();
+            write!(stream, "POST /mcp HTTP/1.1\r\nHost: {address}\r\nX-Slow: ").unwrap();
+            stream
+        })
+        .collect();
+    // Served meanwhile.
+    let answer = host.call_tool("echo1-echo", json!({"message": "still served"}));
+    assert_eq!(answer["structuredContent"]["message"], "still served");
+    std::thread::sleep(Duration::from_millis(1500));
+    for stream in &mut slow {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let _ = stream.write_all(b"a");
+        let mut buffer = [0u8; 256];
+        // Closed: end of stream, a reset, or a 408 then the end.
+        let closed = match stream.read(&mut buffer) {
+            Ok(0) => true,
+            Err(err) => !matches!(
+                err.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            Ok(n) => String::from_utf8_lossy(&buffer[..n]).contains("408"),
+        };
+        assert!(
+            closed,
+            "a connection that never finished its headers is still open"
+        );
+    }
+    let answer = host.call_tool("echo1-echo", json!({"message": "after"}));
+    assert_eq!(answer["structuredContent"]["message"], "after");
+}

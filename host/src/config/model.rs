@@ -100,6 +100,10 @@ pub struct McpConfig {
     pub max_request_bytes: usize,
     #[serde(default = "default_tools_page_size")]
     pub tools_page_size: usize,
+    /// A connection must send a request's headers within this time
+    /// (slowloris); takes effect at start.
+    #[serde(default = "default_header_read_timeout_millis")]
+    pub header_read_timeout_millis: u64,
     /// Public base URL (`https://db-mcp.example.com`, maybe with a path);
     /// default `SERVER_URL`, else `http://<bind>:<port>`.
     #[serde(default)]
@@ -129,6 +133,7 @@ impl Default for McpConfig {
             allowed_hosts: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             tools_page_size: DEFAULT_TOOLS_PAGE_SIZE,
+            header_read_timeout_millis: default_header_read_timeout_millis(),
             public_url: None,
             oauth: McpOAuthConfig::default(),
         }
@@ -143,6 +148,9 @@ fn default_max_request_bytes() -> usize {
 }
 fn default_tools_page_size() -> usize {
     DEFAULT_TOOLS_PAGE_SIZE
+}
+fn default_header_read_timeout_millis() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Default, Deserialize)]
