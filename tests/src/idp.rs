@@ -159,6 +159,8 @@ struct State {
     jwks_fetches: u32,
     /// Serve an empty key set (an IdP in trouble).
     withhold_keys: bool,
+    /// Every endpoint answers 503 (an outage behind a load balancer).
+    down: bool,
     rogue: SigningKey,
 }
 
@@ -194,6 +196,7 @@ impl TestIdp {
             client_auth_methods: Vec::new(),
             jwks_fetches: 0,
             withhold_keys: false,
+            down: false,
             rogue: SigningKey::generate("rsa-1", Algorithm::RS256),
         }));
         let thread = {
@@ -270,6 +273,11 @@ impl TestIdp {
     }
 
     /// Serves an empty key set at `/jwks` while `withhold` is set.
+    /// Takes the IdP down (every endpoint answers 503) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.state().down = down;
+    }
+
     pub fn withhold_keys(&self, withhold: bool) {
         self.state().withhold_keys = withhold;
     }
@@ -349,6 +357,10 @@ fn respond(request: tiny_http::Request, status: u16, body: &Value) {
 
 fn handle(mut request: tiny_http::Request, state: &Mutex<State>, issuer: &str) {
     let url = request.url().to_owned();
+    if state.lock().unwrap_or_else(|p| p.into_inner()).down {
+        respond(request, 503, &json!({"error": "temporarily_unavailable"}));
+        return;
+    }
     match (request.method(), url.as_str()) {
         (tiny_http::Method::Get, "/.well-known/openid-configuration") => respond(
             request,

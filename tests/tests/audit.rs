@@ -232,12 +232,17 @@ fn sighup_reopens_the_audit_file_after_rotation() {
     query(&mut db.host, &alice, "SELECT 1");
     let rotated = dir.path().join("audit.jsonl.1");
     std::fs::rename(&file, &rotated).unwrap();
+    let loaded = |host: &Host| host.get("/ready").1["config"]["loadedAt"].clone();
+    let before = loaded(&db.host);
     db.host.hang_up();
+    // The reload is done when the new generation serves (the file is
+    // created while it is built, a moment before the swap).
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !file.exists() {
-        assert!(std::time::Instant::now() < deadline, "not reopened");
+    while loaded(&db.host) == before {
+        assert!(std::time::Instant::now() < deadline, "no reload");
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(file.exists(), "not reopened");
     query(&mut db.host, &alice, "SELECT 2");
     assert_eq!(lines(&rotated).len(), 1);
     assert_eq!(lines(&file).len(), 1);

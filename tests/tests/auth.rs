@@ -394,7 +394,8 @@ fn an_empty_key_set_is_refetched_at_most_once_per_cool_down() {
 }
 
 /// A key set larger than the limit is not read: nothing verifies against
-/// it, and the server keeps serving.
+/// it (503 `temporarily_unavailable`: the IdP's keys cannot be had, which
+/// is not the token's fault), and the server keeps serving.
 #[test]
 fn an_oversized_key_set_is_refused() {
     let idp = TestIdp::start();
@@ -406,12 +407,51 @@ fn an_oversized_key_set_is_refused() {
         plugins.path(),
     );
     let token = user_token(&idp, "alice", &["mcp-user"], json!({}));
-    let (status, _, _) = host.post_with_token(Some(&token), LIST);
-    assert_eq!(status, 401);
+    let (status, _, body) = host.post_with_token(Some(&token), LIST);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("temporarily_unavailable"), "{body}");
     assert!(
         host.logs().iter().any(|line| line.contains("larger than")),
         "{:?}",
         host.logs()
     );
     assert_eq!(host.get("/health").0, 200);
+}
+
+/// The IdP goes away: tokens already verified keep working, new tokens
+/// signed by a key already known still verify (no IdP round trip), a
+/// token whose key is unknown gets 503 `temporarily_unavailable` (not a
+/// misleading 401); when the IdP returns, the new key is picked up by
+/// itself.
+#[test]
+fn an_idp_outage_keeps_known_keys_working_and_answers_503_for_unknown_ones() {
+    let idp = TestIdp::start();
+    let (host, _plugins) = start(&idp, json!({}));
+    let cached = user_token(&idp, "alice", &["mcp-user"], json!({}));
+    let (status, _, _) = host.post_with_token(Some(&cached), LIST);
+    assert_eq!(status, 200);
+
+    idp.set_down(true);
+    let (status, _, _) = host.post_with_token(Some(&cached), LIST);
+    assert_eq!(status, 200, "an already verified token");
+    let fresh = user_token(&idp, "bob", &["mcp-user"], json!({}));
+    let (status, _, body) = host.post_with_token(Some(&fresh), LIST);
+    assert_eq!(status, 200, "a new token under a known key: {body}");
+    let rotated = idp.add_key("rsa-2", Algorithm::RS256);
+    let claims = idp.claims(
+        "carol",
+        AUDIENCE,
+        json!({"realm_access": {"roles": ["mcp-user"]},
+        "azp": CLIENT, "legacy_name": "carol_db"}),
+    );
+    let new_key_token = rotated.sign(&claims);
+    let (status, _, body) = host.post_with_token(Some(&new_key_token), LIST);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("temporarily_unavailable"), "{body}");
+
+    idp.set_down(false);
+    // The forced-refresh cool-down is 1 s in this config.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let (status, _, body) = host.post_with_token(Some(&new_key_token), LIST);
+    assert_eq!(status, 200, "recovered by itself: {body}");
 }

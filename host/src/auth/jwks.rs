@@ -33,6 +33,9 @@ pub struct JwksCache {
     last_forced: Mutex<Option<Instant>>,
     /// One fetch at a time; callers that waited re-check the key map.
     fetching: tokio::sync::Mutex<()>,
+    /// The last fetch failed (the IdP is unreachable or answers badly):
+    /// an unknown key then means "cannot tell", not "not this IdP's".
+    unreachable: std::sync::atomic::AtomicBool,
 }
 
 impl JwksCache {
@@ -44,7 +47,13 @@ impl JwksCache {
             cooldown,
             last_forced: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
+            unreachable: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the last fetch of the key set failed.
+    pub fn unreachable(&self) -> bool {
+        self.unreachable.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn snapshot(&self) -> Arc<KeyMap> {
@@ -94,6 +103,13 @@ impl JwksCache {
 
     /// Fetches the key set and replaces the cached one.
     pub async fn fetch(&self) -> Result<usize, String> {
+        let fetched = self.fetch_once().await;
+        self.unreachable
+            .store(fetched.is_err(), std::sync::atomic::Ordering::Release);
+        fetched
+    }
+
+    async fn fetch_once(&self) -> Result<usize, String> {
         let mut response = self
             .http
             .get(&self.uri)

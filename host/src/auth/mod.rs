@@ -91,6 +91,9 @@ pub enum AuthFailure {
     UnmappedRoles,
     /// Authenticated, but a required scope is missing (403 `insufficient_scope`).
     InsufficientScope(Vec<String>),
+    /// The token cannot be checked now: its IdP's keys cannot be fetched
+    /// (503 `temporarily_unavailable`).
+    Unavailable(TokenRejection),
 }
 
 pub fn token_hash(token: &str) -> [u8; 32] {
@@ -221,7 +224,7 @@ impl Authenticator {
             .iter()
             .find(|idp| idp.serves(IdpUse::Requestor) && idp.matches(iss.as_deref(), &aud))
             .ok_or(AuthFailure::Invalid(TokenRejection::NotTrusted))?;
-        let claims = idp.verify(token).await.map_err(AuthFailure::Invalid)?;
+        let claims = idp.verify(token).await.map_err(AuthFailure::from)?;
         let mappings = &idp.config.claim_mappings;
         let raw_roles = claims::list_claim(&claims, &mappings.roles);
         let roles = claims::map_roles(&raw_roles, idp.config.role_mappings.as_ref())

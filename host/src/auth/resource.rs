@@ -65,6 +65,8 @@ impl ResourceIdentity {
                 parts.push(format!("scope=\"{}\"", missing.join(" ")));
                 return format!("Bearer {}", parts.join(", "));
             }
+            // Not the token's fault: no error code for it to act on.
+            AuthFailure::Unavailable(_) => {}
         }
         if !self.scopes.is_empty() {
             parts.push(format!("scope=\"{}\"", self.scopes.join(" ")));
@@ -82,6 +84,7 @@ impl AuthFailure {
         match self {
             AuthFailure::Missing | AuthFailure::Invalid(_) => 401,
             AuthFailure::UnmappedRoles | AuthFailure::InsufficientScope(_) => 403,
+            AuthFailure::Unavailable(_) => 503,
         }
     }
 
@@ -98,6 +101,9 @@ impl AuthFailure {
                 "insufficient_scope",
                 format!("the token lacks the scope(s): {}", missing.join(" ")),
             ),
+            AuthFailure::Unavailable(rejection) => {
+                ("temporarily_unavailable", rejection.to_string())
+            }
         };
         json!({"error": error, "error_description": description})
     }
@@ -105,6 +111,9 @@ impl AuthFailure {
 
 impl From<TokenRejection> for AuthFailure {
     fn from(rejection: TokenRejection) -> Self {
-        AuthFailure::Invalid(rejection)
+        match rejection {
+            TokenRejection::KeysUnavailable => AuthFailure::Unavailable(rejection),
+            rejection => AuthFailure::Invalid(rejection),
+        }
     }
 }

@@ -24,6 +24,8 @@ pub enum TokenRejection {
     NotTrusted,
     #[error("token signing key not found")]
     UnknownKey,
+    #[error("the identity provider's keys cannot be fetched right now; try again shortly")]
+    KeysUnavailable,
     #[error("invalid token signature")]
     Signature,
     #[error("token expired")]
@@ -86,11 +88,13 @@ impl IdpRuntime {
         if !self.algorithms.contains(&header.alg) {
             return Err(TokenRejection::Algorithm);
         }
-        let key = self
-            .jwks
-            .key(header.kid.as_deref())
-            .await
-            .ok_or(TokenRejection::UnknownKey)?;
+        let key = match self.jwks.key(header.kid.as_deref()).await {
+            Some(key) => key,
+            // Unknown to a key set we could not refresh: the IdP is away,
+            // which is not the caller's fault (503, not 401).
+            None if self.jwks.unreachable() => return Err(TokenRejection::KeysUnavailable),
+            None => return Err(TokenRejection::UnknownKey),
+        };
         let family_matches = matches!(
             (key.kty, header.alg),
             (
