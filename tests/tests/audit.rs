@@ -262,7 +262,7 @@ fn a_client_that_hangs_up_mid_call_still_gets_its_call_audited() {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
         "name": "sql1-delegate",
         "arguments": {"action": "query",
-                      "sql": "INSERT INTO notes (body) SELECT 'hung up' FROM pg_sleep(0.5)"}}})
+                      "sql": "INSERT INTO notes (body) SELECT 'hung up' FROM pg_sleep(1)"}}})
     .to_string();
     let address = db.host.base_url.trim_start_matches("http://").to_owned();
     let mut stream = std::net::TcpStream::connect(&address).unwrap();
@@ -274,7 +274,9 @@ fn a_client_that_hangs_up_mid_call_still_gets_its_call_audited() {
         body.len()
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // Long enough for the server to have read the request, well before
+    // the statement ends.
+    std::thread::sleep(Duration::from_millis(300));
     stream.shutdown(std::net::Shutdown::Both).unwrap();
     drop(stream);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

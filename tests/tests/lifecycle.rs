@@ -103,11 +103,7 @@ fn sigterm_under_load_finishes_every_call_in_flight_and_exits_zero() {
         .iter()
         .filter(|sent| sent.at + Duration::from_millis(50) < signal)
         .collect();
-    assert!(
-        before.len() >= 16,
-        "too little load: {} calls",
-        before.len()
-    );
+    assert!(before.len() >= 8, "too little load: {} calls", before.len());
     for sent in &before {
         match &sent.answer {
             Ok((200, value)) => assert_eq!(

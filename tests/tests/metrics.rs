@@ -88,14 +88,14 @@ fn metrics_show_pool_saturation_auth_failures_and_a_module_down() {
                 .body(
                     json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
                     "name": "sql1-delegate",
-                    "arguments": {"action": "query", "sql": "SELECT pg_sleep(1.5)"}}})
+                    "arguments": {"action": "query", "sql": "SELECT pg_sleep(3)"}}})
                     .to_string(),
                 )
                 .send()
                 .expect("slow call")
         })
     };
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(800));
     let exhausted = query(&mut host, "SELECT 2");
     assert_eq!(
         Host::tool_error(&exhausted)["error"],
