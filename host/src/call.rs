@@ -26,17 +26,12 @@ use crate::trace::{CallTrace, Step, TraceParent};
 static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 
 static REQUEST_PREFIX: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    use sha2::Digest;
     let seed = format!(
         "{}:{:?}",
         std::process::id(),
         SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)
     );
-    sha2::Sha256::digest(seed.as_bytes())
-        .iter()
-        .take(4)
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::config::sha256_hex(seed.as_bytes())[..8].to_owned()
 });
 
 /// The calls of one generation: its tools, and how its module calls get

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::CommonArgs;
+use crate::config::display_path;
 use crate::runtime::{BuildArgs, Runtime};
 
 pub fn run(file: &Path, common: &CommonArgs) -> ExitCode {
@@ -56,13 +57,5 @@ pub fn run(file: &Path, common: &CommonArgs) -> ExitCode {
     } else {
         println!("{error_count} error(s)");
         ExitCode::FAILURE
-    }
-}
-
-fn display_path(path: &str) -> &str {
-    if path.is_empty() {
-        "(config)"
-    } else {
-        path
     }
 }

@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use mcp_delegate_plugin_api::ConfigIssue;
 
 use crate::cli::CommonArgs;
-use crate::config::{self, ConfigSource};
+use crate::config::{self, display_path, ConfigSource};
 use crate::metrics::METRICS;
 use crate::plugins::{self, ModuleHandle};
 use crate::runtime::{BuildArgs, Built, Runtime};
@@ -63,14 +63,6 @@ fn first(issues: &[ConfigIssue]) -> String {
         .first()
         .map(|issue| format!("{}: {}", display_path(&issue.path), issue.message))
         .unwrap_or_default()
-}
-
-fn display_path(path: &str) -> &str {
-    if path.is_empty() {
-        "(config)"
-    } else {
-        path
-    }
 }
 
 impl Server {

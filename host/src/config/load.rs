@@ -52,6 +52,15 @@ impl Diagnostics {
     }
 }
 
+/// A finding's path as messages show it (`(config)` for the whole file).
+pub fn display_path(path: &str) -> &str {
+    if path.is_empty() {
+        "(config)"
+    } else {
+        path
+    }
+}
+
 fn join_path(prefix: &str, relative: &str) -> String {
     match (prefix.is_empty(), relative.is_empty()) {
         (_, true) => prefix.to_owned(),

@@ -10,8 +10,8 @@ mod secrets;
 mod source;
 
 pub use auth::{AuthMode, IdpUse};
-pub use load::{load_file, Diagnostics};
+pub use load::{display_path, load_file, Diagnostics};
 pub use model::{AuditConfig, AuditFailMode, Config, McpConfig, ModuleEntry};
 pub use module::ModuleConfig;
 pub use secrets::SecretSource;
-pub use source::{current_hash, ConfigSource};
+pub use source::{current_hash, sha256_hex, ConfigSource};

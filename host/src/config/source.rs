@@ -29,7 +29,7 @@ impl ConfigSource {
             file: file.to_path_buf(),
             secret_files: secrets.0.iter().map(|(path, _)| path.clone()).collect(),
             hash: digest(Some(bytes), &secrets.0),
-            file_hash: hex(&Sha256::digest(bytes)),
+            file_hash: sha256_hex(bytes),
         }
     }
 
@@ -61,6 +61,11 @@ fn digest(config: Option<&[u8]>, secrets: &[(PathBuf, Option<Vec<u8>>)]) -> Stri
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// SHA-256 of `bytes`, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 /// Length-prefixed, so no two different inputs hash alike.

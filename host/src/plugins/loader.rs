@@ -199,7 +199,7 @@ impl Libraries {
             Ok(bytes) => bytes,
             Err(err) => return (Outcome::Refused(format!("cannot read it: {err}")), false),
         };
-        let hash = hex_sha256(&bytes);
+        let hash = crate::config::sha256_hex(&bytes);
         if let Some(outcome) = self.by_hash.get(&hash) {
             return (outcome.clone(), true);
         }
@@ -226,14 +226,6 @@ fn to_outcome(loaded: Result<Option<LoadedPlugin>, String>) -> Outcome {
         Ok(None) => Outcome::NotAPlugin,
         Err(reason) => Outcome::Refused(reason),
     }
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
 }
 
 /// A copy of a library in a directory made for it: new, named
@@ -289,7 +281,9 @@ fn fresh_private_directory() -> std::io::Result<PathBuf> {
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_nanos());
-        let name = hex_sha256(format!("{}:{nanos}:{attempt}", std::process::id()).as_bytes());
+        let name = crate::config::sha256_hex(
+            format!("{}:{nanos}:{attempt}", std::process::id()).as_bytes(),
+        );
         let directory = std::env::temp_dir().join(format!("mcp-delegate-plugin-{}", &name[..24]));
         match builder.create(&directory) {
             Ok(()) => return Ok(directory),
