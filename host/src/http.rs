@@ -139,12 +139,15 @@ async fn authenticate(
     runtime: &Runtime,
     mut request: Request<Incoming>,
 ) -> Result<Request<Incoming>, HttpResponse> {
-    let received = SystemTime::now();
+    // Timing only feeds traces: no clock reads or extension when off.
+    let received = crate::trace::enabled().then(SystemTime::now);
     let Some(authenticator) = &runtime.authenticator else {
-        request.extensions_mut().insert(RequestTiming {
-            received,
-            authenticated: None,
-        });
+        if let Some(received) = received {
+            request.extensions_mut().insert(RequestTiming {
+                received,
+                authenticated: None,
+            });
+        }
         return Ok(request);
     };
     let outcome = match bearer_token(request.headers()) {
@@ -155,10 +158,12 @@ async fn authenticate(
         Ok(credentials) => {
             METRICS.auth("ok");
             request.extensions_mut().insert(credentials);
-            request.extensions_mut().insert(RequestTiming {
-                received,
-                authenticated: Some((received, SystemTime::now())),
-            });
+            if let Some(received) = received {
+                request.extensions_mut().insert(RequestTiming {
+                    received,
+                    authenticated: Some((received, SystemTime::now())),
+                });
+            }
             Ok(request)
         }
         Err(failure) => {

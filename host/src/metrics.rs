@@ -100,7 +100,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// Whether metrics are served (`--metrics-bind`): calls then ask their
 /// module for facts (pool state, refusal reasons) even without an audit
-/// log.
+/// log. Without it, the per-request recorders return at once: nobody
+/// would read what they count.
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 pub fn enable() {
@@ -258,6 +259,9 @@ impl Metrics {
     }
 
     pub fn http_response(&self, status: u16) {
+        if !enabled() {
+            return;
+        }
         let class = match status {
             100..=199 => "1xx",
             200..=299 => "2xx",
@@ -269,21 +273,33 @@ impl Metrics {
     }
 
     pub fn auth(&self, outcome: &str) {
+        if !enabled() {
+            return;
+        }
         let outcome = fixed_label(outcome);
         self.auth_outcomes.with_label_values(&[outcome]).inc();
     }
 
     pub fn cache_event(&self, cache: &'static str, event: &'static str) {
+        if !enabled() {
+            return;
+        }
         self.cache_events.with_label_values(&[cache, event]).inc();
     }
 
     pub fn cache_size(&self, cache: &'static str, entries: usize) {
+        if !enabled() {
+            return;
+        }
         self.cache_entries
             .with_label_values(&[cache])
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
     pub fn exchange(&self, module: &str, outcome: &str, took: Duration) {
+        if !enabled() {
+            return;
+        }
         self.exchanges
             .with_label_values(&[module, fixed_label(outcome)])
             .inc();
@@ -294,6 +310,9 @@ impl Metrics {
 
     /// A tool that is not in the tool table (the name is the client's).
     pub fn unknown_tool(&self) {
+        if !enabled() {
+            return;
+        }
         self.tool_calls
             .with_label_values(&["", "unknown", "unknown-tool"])
             .inc();
@@ -309,6 +328,9 @@ impl Metrics {
         facts: Option<&CallFacts>,
         took: Duration,
     ) {
+        if !enabled() {
+            return;
+        }
         let outcome = if error_code.is_some() { "error" } else { "ok" };
         self.tool_calls
             .with_label_values(&[module, tool, outcome])
