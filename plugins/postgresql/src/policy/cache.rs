@@ -84,9 +84,7 @@ struct CacheState {
 fn entry_bytes(result: &Result<Verdict, Refusal>) -> usize {
     ENTRY_OVERHEAD_BYTES
         + match result {
-            Ok(verdict) => {
-                verdict.kind.len() + verdict.fingerprint.len() + verdict.normalized.len()
-            }
+            Ok(verdict) => verdict.kind.len() + verdict.audit_text.heap_bytes(),
             Err(refusal) => refusal.heap_bytes(),
         }
 }

@@ -9,6 +9,7 @@
 //! subquery, `SELECT … INTO`, a refused function in a FROM clause, a
 //! DEFAULT, an index expression or an EXPLAIN target are all seen.
 
+mod audit_text;
 mod cache;
 pub mod catalog;
 pub mod functions;
@@ -17,6 +18,8 @@ mod fuzz;
 mod size;
 mod statements;
 mod walk;
+
+pub use audit_text::AuditText;
 
 pub use cache::VerdictCache;
 pub use catalog::{Snapshot, UserFunctions};
@@ -63,12 +66,8 @@ pub struct Verdict {
     pub kind: String,
     /// Highest `$n` used: the number of parameters the statement takes.
     pub parameter_count: usize,
-    /// pg_query's fingerprint (hex): equal for statements that differ
-    /// only in constants.
-    pub fingerprint: Box<str>,
-    /// The statement with every constant replaced by `$n`: what the audit
-    /// log may show.
-    pub normalized: Box<str>,
+    /// What the audit log may show of it.
+    pub audit_text: AuditText,
 }
 
 /// Why a statement was refused.
@@ -88,28 +87,6 @@ pub struct Refusal {
     /// The refused statement's fingerprint and normalized text, when it
     /// parsed within the size bound (for the audit log).
     pub audit_text: Option<Box<AuditText>>,
-}
-
-/// What the audit log may show of a statement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditText {
-    pub fingerprint: Option<Box<str>>,
-    pub normalized: Option<Box<str>>,
-}
-
-impl AuditText {
-    /// Of `sql` (parses it again: call only where parsing is bounded).
-    pub fn of(sql: &str) -> Self {
-        Self {
-            fingerprint: fingerprint(sql).map(Into::into),
-            normalized: normalized(sql).map(Into::into),
-        }
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.fingerprint.as_ref().map_or(0, |s| s.len())
-            + self.normalized.as_ref().map_or(0, |s| s.len())
-    }
 }
 
 /// Longest refusal message kept: parse errors quote the SQL near the
@@ -270,71 +247,8 @@ pub fn analyze(
         class,
         kind,
         parameter_count: findings.parameter_count,
-        fingerprint: fingerprint(sql).unwrap_or_default().into(),
-        normalized: normalized(sql).unwrap_or_default().into(),
+        audit_text: AuditText::of(sql),
     })
-}
-
-/// pg_query's fingerprint of `sql` (hex), if it parses.
-pub fn fingerprint(sql: &str) -> Option<String> {
-    pg_query::fingerprint(
-        sql,
-        pg_query::ParserOptions::DEFAULT,
-        pg_query::FingerprintOptions::FULL_RELNAME,
-    )
-    .ok()
-    .map(|fingerprint| fingerprint.hex)
-}
-
-/// The longest normalized text kept (a statement's first 8 KiB).
-const MAX_NORMALIZED_BYTES: usize = 8 * 1024;
-
-/// `sql` with its constants replaced by placeholders, if it parses: its
-/// tokens joined by single spaces, so no comment survives; a constant that
-/// pg_query leaves (ordinals in `ORDER BY 1`, type modifiers, some utility
-/// statements) becomes `?`: what the audit log shows must never hold a
-/// literal. At most [`MAX_NORMALIZED_BYTES`] (the statement's beginning).
-pub fn normalized(sql: &str) -> Option<String> {
-    use pg_query::protobuf::Token;
-    let text = pg_query::normalize(sql).ok()?;
-    let tokens = pg_query::scan(&text).ok()?.tokens;
-    let mut out = String::with_capacity(text.len().min(MAX_NORMALIZED_BYTES + 4));
-    for token in &tokens {
-        let kind = Token::try_from(token.token);
-        if matches!(kind, Ok(Token::SqlComment | Token::CComment)) {
-            continue;
-        }
-        let start = usize::try_from(token.start).ok()?;
-        let end = usize::try_from(token.end).ok()?;
-        let piece = if matches!(
-            kind,
-            Ok(Token::Fconst
-                | Token::Sconst
-                | Token::Usconst
-                | Token::Bconst
-                | Token::Xconst
-                | Token::Iconst)
-        ) {
-            "?"
-        } else {
-            text.get(start..end)?
-        };
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(piece);
-        if out.len() > MAX_NORMALIZED_BYTES {
-            // The audit log keeps the statement's beginning.
-            let mut cut = MAX_NORMALIZED_BYTES;
-            while !out.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            out.truncate(cut);
-            out.push_str(" …");
-            break;
-        }
-    }
-    Some(out)
 }
 
 /// Whether the delegated roles allow a statement of this class.
@@ -649,34 +563,5 @@ mod tests {
             check("SELECT created_at FROM t", &read_only).unwrap().class,
             StatementClass::Read
         );
-    }
-}
-
-#[cfg(test)]
-mod audit_text_tests {
-    use super::normalized;
-
-    #[test]
-    fn normalized_text_never_holds_a_literal_or_a_comment() {
-        assert_eq!(
-            normalized("SELECT * FROM notes WHERE body = 'secret' AND id > 42").as_deref(),
-            Some("SELECT * FROM notes WHERE body = $1 AND id > $2")
-        );
-        assert_eq!(
-            normalized("SELECT 1 /* the password is hunter2 */ -- and more\n").as_deref(),
-            Some("SELECT $1")
-        );
-        let dollar = normalized("SELECT $q$secret$q$, E'x', B'101', X'ff', 1.5e3").unwrap();
-        for literal in ["secret", "x'", "101", "ff", "1.5"] {
-            assert!(!dollar.contains(literal), "{dollar}");
-        }
-        assert_eq!(normalized("SELECT 'unterminated"), None);
-        // What pg_query leaves in place becomes `?`.
-        assert_eq!(
-            normalized("SELECT body::varchar(5) FROM notes ORDER BY 1").as_deref(),
-            Some("SELECT body :: varchar ( ? ) FROM notes ORDER BY ?")
-        );
-        let long = format!("SELECT \"{}\"", "x".repeat(100_000));
-        assert!(normalized(&long).unwrap().len() < 8 * 1024 + 8);
     }
 }

@@ -132,10 +132,7 @@ pub fn run(
                 |verdict| match policy::authorize(&verdict, &context.delegated_roles) {
                     Ok(()) => Ok(verdict),
                     Err(mut refusal) => {
-                        refusal.audit_text = Some(Box::new(policy::AuditText {
-                            fingerprint: non_empty(&verdict.fingerprint),
-                            normalized: non_empty(&verdict.normalized),
-                        }));
+                        refusal.audit_text = Some(Box::new(verdict.audit_text.clone()));
                         Err(refusal)
                     }
                 },
@@ -162,8 +159,8 @@ pub fn run(
     if context.want_facts {
         facts.statement_class = Some(verdict.class.label().to_owned());
         facts.statement_kind = Some(verdict.kind.clone());
-        facts.fingerprint = non_empty(&verdict.fingerprint).map(String::from);
-        facts.normalized = non_empty(&verdict.normalized).map(String::from);
+        facts.fingerprint = verdict.audit_text.fingerprint.as_deref().map(str::to_owned);
+        facts.normalized = verdict.audit_text.normalized.as_deref().map(str::to_owned);
     }
     if verdict.parameter_count != params.len() {
         return Err(ToolError::new(
@@ -268,10 +265,6 @@ pub fn run(
         });
     }
     Ok(writer.finish(&command))
-}
-
-fn non_empty(text: &str) -> Option<Box<str>> {
-    (!text.is_empty()).then(|| text.into())
 }
 
 /// How long a call waits for a second connection to look up column types.
