@@ -10,6 +10,7 @@ pub mod bench;
 pub mod fake_pg;
 pub mod function_rules;
 pub mod function_table;
+pub mod generation;
 pub mod host;
 pub mod idp;
 pub mod paths;

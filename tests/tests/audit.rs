@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use mcp_delegate_tests::generation::{loaded_at, ready};
 use mcp_delegate_tests::host::Host;
 use mcp_delegate_tests::idp::TestIdp;
 use mcp_delegate_tests::paths::{plugin_dir, plugin_library};
@@ -232,7 +233,7 @@ fn sighup_reopens_the_audit_file_after_rotation() {
     query(&mut db.host, &alice, "SELECT 1");
     let rotated = dir.path().join("audit.jsonl.1");
     std::fs::rename(&file, &rotated).unwrap();
-    let loaded = |host: &Host| host.get("/ready").1["config"]["loadedAt"].clone();
+    let loaded = |host: &Host| loaded_at(&ready(host));
     let before = loaded(&db.host);
     db.host.hang_up();
     // The reload is done when the new generation serves (the file is
