@@ -101,15 +101,29 @@ impl Delegated {
 
     /// As [`Delegated::start`], on a cluster of `version`.
     pub fn start_on(version: PgVersion, module_extra: Value) -> Self {
+        Self::start_full(version, module_extra, json!({}), &[])
+    }
+
+    /// As [`Delegated::start_on`], with top-level config sections
+    /// (`config_extra`: `audit`, `mcp`, …) and command-line arguments.
+    pub fn start_full(
+        version: PgVersion,
+        module_extra: Value,
+        config_extra: Value,
+        extra_args: &[&str],
+    ) -> Self {
         let cluster = Cluster::start_version(version);
         cluster.exec("postgres", FIXTURE_SQL);
         let idp = TestIdp::start();
         let plugins = plugin_dir(&[plugin_library("mcp_delegate_postgresql")]);
-        let config = json!({
+        let mut config = json!({
             "auth": auth_section(&idp),
             "delegation": {"modules": {"postgresql1": module_entry(&cluster, module_extra)}}
         });
-        let host = Host::start(&config, plugins.path());
+        if let (Some(config), Value::Object(extra)) = (config.as_object_mut(), config_extra) {
+            config.extend(extra);
+        }
+        let host = Host::start_with(&config, plugins.path(), extra_args);
         Self {
             cluster,
             idp,

@@ -7,35 +7,18 @@ use std::time::Duration;
 use mcp_delegate_tests::generation::{loaded_at, ready};
 use mcp_delegate_tests::host::Host;
 use mcp_delegate_tests::idp::TestIdp;
-use mcp_delegate_tests::paths::{plugin_dir, plugin_library};
-use mcp_delegate_tests::pg::Cluster;
-use mcp_delegate_tests::pgfixture::{auth_section, module_entry, FIXTURE_SQL};
+use mcp_delegate_tests::pg::PgVersion;
+use mcp_delegate_tests::pgfixture::Delegated;
 use serde_json::{json, Value};
 
-struct Audited {
-    cluster: Cluster,
-    idp: TestIdp,
-    host: Host,
-    _plugins: tempfile::TempDir,
-}
-
-fn start(audit: Value, extra_args: &[&str]) -> Audited {
-    let cluster = Cluster::start();
-    cluster.exec("postgres", FIXTURE_SQL);
-    let idp = TestIdp::start();
-    let plugins = plugin_dir(&[plugin_library("mcp_delegate_postgresql")]);
-    let config = json!({
-        "auth": auth_section(&idp),
-        "audit": audit,
-        "delegation": {"modules": {"postgresql1": module_entry(&cluster, json!({}))}}
-    });
-    let host = Host::start_with(&config, plugins.path(), extra_args);
-    Audited {
-        cluster,
-        idp,
-        host,
-        _plugins: plugins,
-    }
+/// The delegation fixture with `audit` as its audit section.
+fn start(audit: Value, extra_args: &[&str]) -> Delegated {
+    Delegated::start_full(
+        PgVersion::V15,
+        json!({}),
+        json!({"audit": audit}),
+        extra_args,
+    )
 }
 
 fn token(idp: &TestIdp, sub: &str, role: &str, client: &str, roles: &[&str]) -> String {

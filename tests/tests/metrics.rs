@@ -6,10 +6,8 @@
 use std::time::Duration;
 
 use mcp_delegate_tests::host::Host;
-use mcp_delegate_tests::idp::TestIdp;
-use mcp_delegate_tests::paths::{plugin_dir, plugin_library};
-use mcp_delegate_tests::pg::{free_port, Cluster};
-use mcp_delegate_tests::pgfixture::{auth_section, module_entry, FIXTURE_SQL};
+use mcp_delegate_tests::pg::{free_port, PgVersion};
+use mcp_delegate_tests::pgfixture::Delegated;
 use serde_json::{json, Value};
 
 /// A series (name, labels) and the least value it must have.
@@ -42,19 +40,22 @@ fn scrape(port: u16) -> String {
 
 #[test]
 fn metrics_show_pool_saturation_auth_failures_and_a_module_down() {
-    let cluster = Cluster::start();
-    cluster.exec("postgres", FIXTURE_SQL);
-    let idp = TestIdp::start();
-    let plugins = plugin_dir(&[plugin_library("mcp_delegate_postgresql")]);
-    let config = json!({
-        "auth": auth_section(&idp),
-        "delegation": {"modules": {"postgresql1": module_entry(&cluster, json!({
-            "pool": {"max": 1, "min": 0, "idleTimeoutMillis": 30000, "connectionTimeoutMillis": 300}
-        }))}}
-    });
     let metrics_port = free_port();
     let address = format!("127.0.0.1:{metrics_port}");
-    let mut host = Host::start_with(&config, plugins.path(), &["--metrics-bind", &address]);
+    let db = Delegated::start_full(
+        PgVersion::V15,
+        json!({"pool": {"max": 1, "min": 0, "idleTimeoutMillis": 30000, "connectionTimeoutMillis": 300}}),
+        json!({}),
+        &["--metrics-bind", &address],
+    );
+    // The plugin directory stays in `db` to the end: the reload below
+    // reads it again.
+    let Delegated {
+        cluster,
+        idp,
+        mut host,
+        ..
+    } = db;
     let token = idp.mint(
         "alice",
         "mcp-oauth",
