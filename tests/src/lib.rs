@@ -13,6 +13,7 @@ pub mod function_table;
 pub mod generation;
 pub mod host;
 pub mod idp;
+pub mod load;
 pub mod paths;
 pub mod pg;
 pub mod pgfixture;

@@ -268,6 +268,12 @@ impl Cluster {
     }
 
     pub fn stop(&self) {
+        self.stop_mode("fast");
+    }
+
+    /// Stops the server in a `pg_ctl` shutdown mode (`smart`, `fast`,
+    /// `immediate`: the last one is a crash, recovered at the next start).
+    pub fn stop_mode(&self, mode: &str) {
         let out = run_pg(
             self.version,
             "pg_ctl",
@@ -275,7 +281,7 @@ impl Cluster {
                 "-D",
                 self.data_dir().to_str().expect("utf-8"),
                 "-m",
-                "fast",
+                mode,
                 "-w",
                 "stop",
             ],

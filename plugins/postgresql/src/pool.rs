@@ -3,6 +3,8 @@
 //! neither the host nor the other modules; connections heal by themselves
 //! when it comes back.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_delegate_plugin_api::{codes, PoolFacts, ToolError};
@@ -19,6 +21,12 @@ const VALIDATE_AFTER_IDLE: Duration = Duration::from_secs(5);
 /// Added to the statement timeout to bound any wait for the server (the
 /// default of `clientTimeoutMillis`).
 const READ_TIMEOUT_MARGIN: Duration = Duration::from_secs(30);
+/// How long a call waits for a connection while the database is known to
+/// be down (the last attempt to connect failed): long enough for a
+/// connect to a database that has just come back, short enough that a
+/// call during an outage fails fast instead of holding its client for
+/// the whole `connectionTimeoutMillis`.
+const WAIT_WHILE_DOWN: Duration = Duration::from_millis(250);
 
 pub type PooledConnection = r2d2::PooledConnection<WireManager>;
 
@@ -39,6 +47,8 @@ pub fn micros_since_call_start() -> u64 {
 
 pub struct WireManager {
     params: ConnectParams,
+    /// Set when an attempt to connect fails, cleared when one succeeds.
+    down: Arc<AtomicBool>,
 }
 
 impl r2d2::ManageConnection for WireManager {
@@ -46,7 +56,9 @@ impl r2d2::ManageConnection for WireManager {
     type Error = WireError;
 
     fn connect(&self) -> Result<Connection, WireError> {
-        Connection::connect(&self.params)
+        let connected = Connection::connect(&self.params);
+        self.down.store(connected.is_err(), Ordering::Release);
+        connected
     }
 
     fn is_valid(&self, connection: &mut Connection) -> Result<(), WireError> {
@@ -82,6 +94,10 @@ pub struct PgPool {
     instance: String,
     pool: r2d2::Pool<WireManager>,
     max_size: u32,
+    /// `pool.connectionTimeoutMillis` (or "unlimited").
+    wait: Duration,
+    /// Shared with the manager: whether the last connect failed.
+    down: Arc<AtomicBool>,
 }
 
 fn millis_or_unlimited(millis: u64) -> Duration {
@@ -125,19 +141,26 @@ impl PgPool {
             0 => None,
             millis => Some(Duration::from_millis(millis)),
         };
+        let wait = millis_or_unlimited(config.pool.connection_timeout_millis);
+        let down = Arc::new(AtomicBool::new(false));
         let pool = r2d2::Pool::builder()
             .max_size(config.pool.max)
             .min_idle(Some(config.pool.min))
             .idle_timeout(idle_timeout)
-            .connection_timeout(millis_or_unlimited(config.pool.connection_timeout_millis))
+            .connection_timeout(wait)
             .error_handler(Box::new(LogErrors {
                 instance: instance.to_owned(),
             }))
-            .build_unchecked(WireManager { params });
+            .build_unchecked(WireManager {
+                params,
+                down: down.clone(),
+            });
         Ok(Self {
             instance: instance.to_owned(),
             pool,
             max_size: config.pool.max,
+            wait,
+            down,
         })
     }
 
@@ -160,10 +183,17 @@ impl PgPool {
     }
 
     /// A connection, or a clear error: the database is down, or every
-    /// connection is busy (the seed's "pool exhausted" case).
+    /// connection is busy (the seed's "pool exhausted" case). While the
+    /// database is known to be down, the wait is short: calls fail fast
+    /// during an outage, and the first one after it connects and heals.
     pub fn get(&self) -> Result<PooledConnection, ToolError> {
         let started = std::time::Instant::now();
-        let got = self.pool.get();
+        let wait = if self.down.load(Ordering::Acquire) {
+            self.wait.min(WAIT_WHILE_DOWN)
+        } else {
+            self.wait
+        };
+        let got = self.pool.get_timeout(wait);
         CALL_WAIT.set(CALL_WAIT.get() + started.elapsed());
         got.map_err(|err| {
             let state = self.pool.state();
