@@ -170,7 +170,14 @@ fn health_check(status: &HostStatus<'_>, args: &Value) -> Result<Value, ToolErro
     let mut modules = Map::new();
     let wanted = |name: &str| service == "all" || service == name;
     for module in status.modules.running.iter().filter(|m| wanted(&m.name)) {
-        modules.insert(module.name.clone(), report_json(&module.health()));
+        let mut report = report_json(&module.health());
+        let limits = module.bulkhead.limits();
+        report["calls"] = json!({
+            "inProgress": module.bulkhead.in_progress(),
+            "maxConcurrentCalls": limits.concurrent,
+            "queuedCalls": limits.queued,
+        });
+        modules.insert(module.name.clone(), report);
     }
     for missing in status
         .modules

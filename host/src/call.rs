@@ -470,10 +470,21 @@ impl CallCore {
         principal: Option<Arc<Principal>>,
         args_json: String,
     ) -> (Result<RawJson, ToolError>, Option<CallFacts>) {
+        // The module's bulkhead: a place is taken before a blocking
+        // thread is, and held until the plugin returns.
+        let place = match &self.registry.tools()[position].route {
+            Route::Module { module, .. } => match module.bulkhead.enter(&module.name) {
+                Ok(place) => Some(place),
+                Err(busy) => return (Err(busy), None),
+            },
+            Route::Builtin(_) => None,
+        };
         let core = self.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let tool = &core.registry.tools()[position];
-            core.dispatch(tool, &context, principal.as_deref(), &args_json)
+            let outcome = core.dispatch(tool, &context, principal.as_deref(), &args_json);
+            drop(place);
+            outcome
         })
         .await;
         match outcome {

@@ -20,6 +20,9 @@ pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
 pub const POOL_EXHAUSTED: &str = "POOL_EXHAUSTED";
 /// The module is unknown or failed to start.
 pub const MODULE_UNAVAILABLE: &str = "MODULE_UNAVAILABLE";
+/// The module already runs as many calls as it may (`maxConcurrentCalls`
+/// plus `queuedCalls`); nothing ran. Retry later.
+pub const MODULE_BUSY: &str = "MODULE_BUSY";
 /// `audit.failMode: closed` and the call's audit line could not be written.
 pub const AUDIT_UNAVAILABLE: &str = "AUDIT_UNAVAILABLE";
 
@@ -75,6 +78,7 @@ pub const ALL: &[&str] = &[
     DATABASE_UNAVAILABLE,
     POOL_EXHAUSTED,
     MODULE_UNAVAILABLE,
+    MODULE_BUSY,
     AUDIT_UNAVAILABLE,
     INSUFFICIENT_SCOPE,
     TOKEN_EXCHANGE_FAILED,

@@ -240,6 +240,12 @@ pub struct ConfigIssue {
 pub struct ConfigReport {
     pub errors: Vec<ConfigIssue>,
     pub warnings: Vec<ConfigIssue>,
+    /// How many calls an instance made from this entry can serve at once
+    /// (the PostgreSQL module: `pool.max`). The host bounds the module's
+    /// concurrent calls by it unless the entry sets `maxConcurrentCalls`.
+    /// Added after 0.1.0: absent from older plugins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
 }
 
 #[cfg(test)]

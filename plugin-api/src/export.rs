@@ -156,6 +156,7 @@ extern "C" fn validate_config<F: ModuleFactory>(config_json: RStr<'_>) -> RStrin
                         message: format!("config is not JSON: {err}"),
                     }],
                     warnings: vec![],
+                    concurrency: None,
                 },
             };
             to_json_string(&report)
@@ -167,6 +168,7 @@ extern "C" fn validate_config<F: ModuleFactory>(config_json: RStr<'_>) -> RStrin
                     message: format!("the plugin panicked while validating: {message}"),
                 }],
                 warnings: vec![],
+                concurrency: None,
             })
         },
     )

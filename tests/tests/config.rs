@@ -182,6 +182,10 @@ fn check_config_refuses_every_class_of_error_serve_refuses() {
             "delegation.modules.echo1.tokenExchange.idpName",
         ),
         (invalid_tool, "delegation.modules.echo1"),
+        (
+            json!({"auth": none, "delegation": {"modules": {"echo1": {"maxConcurrentCalls": 0}}}}),
+            "delegation.modules.echo1.maxConcurrentCalls",
+        ),
     ];
     let mut cases: Vec<(Value, &str, &[&str])> = classes
         .into_iter()

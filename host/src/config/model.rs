@@ -185,6 +185,14 @@ pub struct ModuleEntry {
     /// module sets them as `request.jwt.claims` for row-level security).
     #[serde(default)]
     pub claims_setting: bool,
+    /// The bulkhead: how many of the module's calls run at once (default:
+    /// what the plugin reports, for PostgreSQL `pool.max`) …
+    #[serde(default)]
+    pub max_concurrent_calls: Option<u32>,
+    /// … and how many more are admitted to wait inside the module (for a
+    /// pooled connection, bounded by its wait). Beyond both: MODULE_BUSY.
+    #[serde(default)]
+    pub queued_calls: Option<u32>,
 }
 
 impl ModuleEntry {
@@ -196,5 +204,7 @@ impl ModuleEntry {
         "requiredScopes",
         "tokenExchange",
         "claimsSetting",
+        "maxConcurrentCalls",
+        "queuedCalls",
     ];
 }

@@ -11,6 +11,7 @@ use mcp_delegate_plugin_api::{
     FACTS_SEPARATOR,
 };
 
+use super::bulkhead::{Bulkhead, BulkheadLimits};
 use super::loader::LibraryId;
 use crate::json::RawJson;
 
@@ -47,6 +48,8 @@ pub struct ModuleHandle {
     /// The entry's plugin part it was made from: a reload keeps the
     /// instance (and its pool) only when both are unchanged.
     pub config: serde_json::Value,
+    /// Bounds the instance's calls in progress (`maxConcurrentCalls`).
+    pub bulkhead: Bulkhead,
     instance: PluginInstanceBox,
     shut_down: AtomicBool,
 }
@@ -56,12 +59,14 @@ impl ModuleHandle {
         name: String,
         library: LibraryId,
         config: serde_json::Value,
+        limits: BulkheadLimits,
         instance: PluginInstanceBox,
     ) -> Self {
         Self {
             name,
             library,
             config,
+            bulkhead: Bulkhead::new(limits),
             instance,
             shut_down: AtomicBool::new(false),
         }

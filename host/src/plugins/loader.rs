@@ -46,6 +46,7 @@ impl LoadedPlugin {
                 message: format!("the plugin returned an unreadable config report: {err}"),
             }],
             warnings: vec![],
+            concurrency: None,
         })
     }
 

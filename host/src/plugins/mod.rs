@@ -3,11 +3,13 @@
 //! configuration's modules ([`ModuleSet`]). Nothing outside this module
 //! touches abi_stable types.
 
+mod bulkhead;
 mod handle;
 mod loader;
 
 use std::sync::Arc;
 
+pub use bulkhead::{BulkheadLimits, DEFAULT_CONCURRENT_CALLS, DEFAULT_QUEUED_CALLS};
 pub use handle::ModuleHandle;
 pub use loader::{default_plugin_dir, directory_stamp, discover, PluginSet};
 

@@ -11,7 +11,10 @@ use mcp_delegate_plugin_api::{HostServices, ToolAccess, ToolSpec};
 
 use crate::builtin::{self, Builtin};
 use crate::config::{Config, Diagnostics, ModuleConfig, ModuleEntry};
-use crate::plugins::{ModuleHandle, ModuleSet, PluginSet, UnavailableModule};
+use crate::plugins::{
+    BulkheadLimits, ModuleHandle, ModuleSet, PluginSet, UnavailableModule,
+    DEFAULT_CONCURRENT_CALLS, DEFAULT_QUEUED_CALLS,
+};
 
 /// Where a tool call goes.
 pub enum Route {
@@ -111,13 +114,32 @@ pub fn build(
             continue;
         };
         let errors_before = diagnostics.errors.len();
-        diagnostics.extend_under(&path, plugin.validate_config(&entry.plugin));
+        let report = plugin.validate_config(&entry.plugin);
+        let limits = BulkheadLimits {
+            concurrent: entry
+                .host
+                .max_concurrent_calls
+                .or(report.concurrency)
+                .unwrap_or(DEFAULT_CONCURRENT_CALLS),
+            queued: entry.host.queued_calls.unwrap_or(DEFAULT_QUEUED_CALLS),
+        };
+        diagnostics.extend_under(&path, report);
+        if limits.concurrent == 0 {
+            diagnostics.error(
+                &format!("{path}.maxConcurrentCalls"),
+                "must be at least 1".to_owned(),
+            );
+        }
         if diagnostics.errors.len() > errors_before {
             continue;
         }
         let kept = previous
             .and_then(|previous| previous.modules.get(name))
-            .filter(|module| module.library == plugin.id && module.config == entry.plugin);
+            .filter(|module| {
+                module.library == plugin.id
+                    && module.config == entry.plugin
+                    && module.bulkhead.limits() == limits
+            });
         let is_new = kept.is_none();
         let module = match kept {
             Some(module) => {
@@ -131,6 +153,7 @@ pub fn build(
                         name.clone(),
                         plugin.id,
                         entry.plugin.clone(),
+                        limits,
                         instance,
                     )),
                     Err(reason) => {

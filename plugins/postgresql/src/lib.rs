@@ -66,7 +66,11 @@ impl ModuleFactory for PostgresFactory {
     }
 
     fn validate_config(config: &Value) -> ConfigReport {
-        config::parse(config).1
+        let (parsed, mut report) = config::parse(config);
+        // A call holds at most one connection: the pool bounds how many
+        // run at once.
+        report.concurrency = parsed.map(|parsed| parsed.pool.max);
+        report
     }
 
     /// `db-setup`: the SQL of the hardening profiles (see profile.rs).
