@@ -273,6 +273,28 @@ fn too_large(limit: usize) -> HttpResponse {
     )
 }
 
+/// The next connection, once there is a place for it; `None` after a
+/// failed accept (out of file descriptors and the like: back off, keep
+/// serving).
+async fn accept_within(
+    listener: &TcpListener,
+    places: &Arc<tokio::sync::Semaphore>,
+) -> Option<(
+    tokio::net::TcpStream,
+    SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+)> {
+    let place = places.clone().acquire_owned().await.ok()?;
+    match listener.accept().await {
+        Ok((stream, peer)) => Some((stream, peer, place)),
+        Err(err) => {
+            tracing::warn!(error = %err, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
 /// How long `/ready` waits for the modules' health reports.
 const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -327,6 +349,55 @@ async fn ready(server: &Server, runtime: Arc<Runtime>) -> HttpResponse {
     )
 }
 
+/// The bounds on what clients may hold (`mcp.*`, read at start).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Open connections at once (`mcp.maxConnections`).
+    pub max_connections: usize,
+    /// Headers of a request, and the idle time of a keep-alive connection
+    /// (`mcp.headerReadTimeoutMillis`).
+    pub header_read_timeout: Duration,
+    /// A whole request, answered (`mcp.requestTimeoutMillis`).
+    pub request_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    pub fn of(mcp: &crate::config::McpConfig) -> Self {
+        Self {
+            max_connections: mcp.max_connections.max(1),
+            header_read_timeout: Duration::from_millis(mcp.header_read_timeout_millis.max(1)),
+            request_timeout: Duration::from_millis(mcp.request_timeout_millis.max(1)),
+        }
+    }
+}
+
+/// `route`, answered within `limit`: else 504 and the connection closes
+/// (its body may be half read). A tool call that started is its own
+/// task and runs to its end.
+async fn route_within(
+    app: Arc<HttpApp>,
+    request: Request<Incoming>,
+    limit: Duration,
+) -> Result<HttpResponse, Infallible> {
+    match tokio::time::timeout(limit, route(app, request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = json_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                &json!({"error": "REQUEST_TIMEOUT", "message": format!(
+                    "the request was not answered within {} ms (mcp.requestTimeoutMillis)",
+                    limit.as_millis())}),
+            );
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            METRICS.http_response(504);
+            Ok(response)
+        }
+    }
+}
+
 /// Serves until `shutdown` resolves; then stops accepting, answers new
 /// requests on open connections with 503 and `Connection: close`, and lets
 /// the requests in flight finish (up to `drain_timeout`).
@@ -335,45 +406,69 @@ pub async fn serve(
     app: Arc<HttpApp>,
     shutdown: impl std::future::Future<Output = ()>,
     drain_timeout: Duration,
-    header_read_timeout: Duration,
+    limits: ConnectionLimits,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A client that opens a connection and dribbles its headers (slowloris)
-    // is dropped once `mcp.headerReadTimeoutMillis` has passed.
+    // is dropped once `mcp.headerReadTimeoutMillis` has passed; hyper runs
+    // the same timer while a keep-alive connection waits for its next
+    // request, so it is also the idle timeout.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    // At the cap, nothing is accepted: new connections wait in the
+    // kernel's backlog and open ones go on unaffected.
+    let places = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer): (_, SocketAddr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = accept_within(&listener, &places) => accepted,
             () = &mut shutdown => break,
+        };
+        let Some((stream, peer, place)) = accepted else {
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = service_fn(move |request| route(app.clone(), request));
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let mut stopping = stopping.clone();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            // hyper's header timer starts only once it knows the protocol,
+            // that is, after the first bytes: a connection that sends
+            // nothing would be held forever. Bound that wait here.
+            let mut probe = [0u8; 1];
+            let spoke = tokio::select! {
+                peeked = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut probe)) => {
+                    matches!(peeked, Ok(Ok(read)) if read > 0)
+                }
+                _ = stopping.wait_for(|stop| *stop) => false,
+            };
+            if !spoke {
+                drop(place);
+                return;
+            }
+            let request_timeout = limits.request_timeout;
+            let service =
+                service_fn(move |request| route_within(app.clone(), request, request_timeout));
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(err) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }
+            drop(place);
         });
     }
     drop(listener);
     app.draining
         .store(true, std::sync::atomic::Ordering::Release);
+    let _ = stop.send(true);
     tokio::select! {
         () = graceful.shutdown() => {
             tracing::info!("every request in flight finished");

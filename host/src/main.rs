@@ -50,8 +50,34 @@ fn limit_malloc_arenas() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
 
+/// Every connection is a file descriptor, and many systems start
+/// processes with a soft limit of 1024: raise it to the hard limit so
+/// that `mcp.maxConnections` (default 4096), not the soft limit, bounds
+/// the connections served.
+#[cfg(unix)]
+#[allow(unsafe_code)] // getrlimit/setrlimit are FFI calls; see the SAFETY note.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: both calls only read or write the struct passed by pointer,
+    // which lives on this stack frame for the duration of the call.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() {}
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    raise_open_file_limit();
     let cli = cli::Cli::parse();
     logging::init();
     match cli.command {

@@ -57,7 +57,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     }
 
     let port = runtime.port(args.port);
-    let listener = match tokio::net::TcpListener::bind(SocketAddr::new(bind, port)).await {
+    let listener = match listen(SocketAddr::new(bind, port)) {
         Ok(listener) => listener,
         Err(err) => {
             tracing::error!(%bind, port, error = %err, "cannot listen");
@@ -115,22 +115,8 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         server: server.clone(),
         draining: std::sync::atomic::AtomicBool::new(false),
     });
-    let header_read_timeout = std::time::Duration::from_millis(
-        server
-            .current()
-            .config
-            .mcp
-            .header_read_timeout_millis
-            .max(1),
-    );
-    http::serve(
-        listener,
-        app,
-        shutdown_signal(),
-        args.drain_timeout,
-        header_read_timeout,
-    )
-    .await;
+    let limits = http::ConnectionLimits::of(&server.current().config.mcp);
+    http::serve(listener, app, shutdown_signal(), args.drain_timeout, limits).await;
     #[cfg(unix)]
     hangups.abort();
     if let Some(watcher) = watcher {
@@ -140,6 +126,24 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     server.shut_down().await;
     let _ = tokio::task::spawn_blocking(crate::trace::shutdown).await;
     ExitCode::SUCCESS
+}
+
+/// How many connections the kernel may queue before we accept them: a
+/// burst of new connections (2,000 at once in the tests) is queued, not
+/// dropped into SYN retransmits of a second each. Linux caps it at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn shutdown_signal() {

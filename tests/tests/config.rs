@@ -136,6 +136,14 @@ fn check_config_refuses_every_class_of_error_serve_refuses() {
             json!({"auth": none, "mcp": {"maxRequestBytes": 0}}),
             "mcp.maxRequestBytes",
         ),
+        (
+            json!({"auth": none, "mcp": {"maxConnections": 0}}),
+            "mcp.maxConnections",
+        ),
+        (
+            json!({"auth": none, "mcp": {"requestTimeoutMillis": 0}}),
+            "mcp.requestTimeoutMillis",
+        ),
         (json!({"auth": {"trustedIDPs": []}}), "auth.trustedIDPs"),
         (
             json!({"auth": {"trustedIDPs": [idp(json!({"algorithms": ["HS256"]}))]}}),

@@ -238,6 +238,12 @@ fn check_values(config: &Config, diagnostics: &mut Diagnostics) {
     if config.mcp.tools_page_size == 0 {
         diagnostics.error("mcp.toolsPageSize", "must be greater than 0");
     }
+    if config.mcp.max_connections == 0 {
+        diagnostics.error("mcp.maxConnections", "must be greater than 0");
+    }
+    if config.mcp.request_timeout_millis == 0 {
+        diagnostics.error("mcp.requestTimeoutMillis", "must be greater than 0");
+    }
 }
 
 #[cfg(test)]

@@ -101,9 +101,20 @@ pub struct McpConfig {
     #[serde(default = "default_tools_page_size")]
     pub tools_page_size: usize,
     /// A connection must send a request's headers within this time
-    /// (slowloris); takes effect at start.
+    /// (slowloris), and a keep-alive connection waiting for its next
+    /// request is closed after it (hyper runs one timer for both); takes
+    /// effect at start.
     #[serde(default = "default_header_read_timeout_millis")]
     pub header_read_timeout_millis: u64,
+    /// Connections open at once; beyond it new connections wait in the
+    /// listen backlog (open ones are not affected). Read at start.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A whole request (headers, body, the call) must be answered within
+    /// this time, else 504 `REQUEST_TIMEOUT` (a tool call that started
+    /// runs to its end and is audited). Read at start.
+    #[serde(default = "default_request_timeout_millis")]
+    pub request_timeout_millis: u64,
     /// Public base URL (`https://db-mcp.example.com`, maybe with a path);
     /// default `SERVER_URL`, else `http://<bind>:<port>`.
     #[serde(default)]
@@ -134,6 +145,8 @@ impl Default for McpConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             tools_page_size: DEFAULT_TOOLS_PAGE_SIZE,
             header_read_timeout_millis: default_header_read_timeout_millis(),
+            max_connections: default_max_connections(),
+            request_timeout_millis: default_request_timeout_millis(),
             public_url: None,
             oauth: McpOAuthConfig::default(),
         }
@@ -151,6 +164,12 @@ fn default_tools_page_size() -> usize {
 }
 fn default_header_read_timeout_millis() -> u64 {
     10_000
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_request_timeout_millis() -> u64 {
+    120_000
 }
 
 #[derive(Debug, Default, Deserialize)]
