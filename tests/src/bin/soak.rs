@@ -382,6 +382,11 @@ fn svg(rows: &[Row], warmup: u64, verdict: &str) -> String {
 fn main() {
     let args = args();
     std::fs::create_dir_all(&args.out).expect("output directory");
+    // The audit file's path must be absolute.
+    let args = Args {
+        out: std::fs::canonicalize(&args.out).expect("output directory"),
+        ..args
+    };
     eprintln!("soak: setting up (cluster, IdP, host)...");
     let rig = start(&args.out);
     let pid = rig.host.pid();

@@ -18,6 +18,8 @@
 //! `tls` (rustls from `options.ssl`).
 
 mod connect;
+#[cfg(test)]
+mod fuzz;
 mod message;
 mod pipeline;
 mod read;
