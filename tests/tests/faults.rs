@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mcp_delegate_tests::host::Host;
 use mcp_delegate_tests::idp::TestIdp;
-use mcp_delegate_tests::load::{summary, Call, Load, Outcome, Record};
+use mcp_delegate_tests::load::{p99, summary, Call, Load, Outcome, Record};
 use mcp_delegate_tests::paths::{plugin_dir, plugin_library};
 use mcp_delegate_tests::pg::{Cluster, PgVersion};
 use mcp_delegate_tests::pgfixture::{auth_section, module_entry, FIXTURE_SQL};
@@ -142,11 +142,19 @@ fn faults_under_load(version: PgVersion) {
             .collect()
     };
     let (first_calls, second_calls) = (module("sql1-delegate"), module("sql2-delegate"));
+    let before_faults: Vec<&Record> = second_calls
+        .iter()
+        .copied()
+        .filter(|record| record.end() < faults[0].began)
+        .collect();
     println!(
-        "PostgreSQL {}: module 1 {:?}, module 2 {:?}",
+        "PostgreSQL {}: module 1 {:?}, module 2 {:?}, module 2 p99 {:?} before the faults, {:?} \
+         throughout",
         version.major(),
         summary(&first_calls),
-        summary(&second_calls)
+        summary(&second_calls),
+        p99(&before_faults),
+        p99(&second_calls)
     );
     // The other module never noticed.
     for record in &second_calls {

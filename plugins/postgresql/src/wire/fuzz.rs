@@ -110,10 +110,23 @@ fn config() -> Config {
     }
 }
 
+thread_local! {
+    /// One listener per test thread: a listener per case would need a
+    /// new port per case, and long runs (100,000 connections) exhaust the
+    /// ephemeral ports while closed sockets wait out TIME_WAIT. A thread
+    /// runs its cases one after another, so each accept pairs with the
+    /// case's own connection.
+    static LISTENER: TcpListener = TcpListener::bind("127.0.0.1:0").unwrap();
+}
+
 /// A connection whose server sends `bytes` and closes.
 fn connection_fed(bytes: Vec<u8>) -> (Connection, std::thread::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
+    let (listener, address) = LISTENER.with(|listener| {
+        (
+            listener.try_clone().unwrap(),
+            listener.local_addr().unwrap(),
+        )
+    });
     let server = std::thread::spawn(move || {
         let (mut socket, _) = listener.accept().unwrap();
         let _ = socket.write_all(&bytes);
