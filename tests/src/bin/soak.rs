@@ -280,6 +280,15 @@ fn run_clients(
         .collect()
 }
 
+fn threads_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn p99_ms(durations: &mut [u32]) -> f64 {
     if durations.is_empty() {
         return 0.0;
@@ -312,6 +321,9 @@ fn slope(points: &[(f64, f64)]) -> f64 {
 struct Row {
     minute: u64,
     rss_mib: f64,
+    /// The host's threads (tokio's blocking threads come and go; glibc
+    /// keeps the stacks of exited threads for reuse, resident).
+    threads: u64,
     calls_per_second: f64,
     p99_ms: f64,
     unexpected: usize,
@@ -415,7 +427,7 @@ fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let clients = run_clients(&rig, Some(target / CLIENTS as f64), &tally, &stop);
     let mut rows = Vec::new();
-    let mut csv = String::from("minute,rss_mib,calls_per_second,p99_ms,unexpected\n");
+    let mut csv = String::from("minute,rss_mib,threads,calls_per_second,p99_ms,unexpected\n");
     let mut last_calls = 0;
     let mut examples: Vec<String> = Vec::new();
     let started = Instant::now();
@@ -437,6 +449,7 @@ fn main() {
         let row = Row {
             minute,
             rss_mib: memory_mib(pid).0,
+            threads: threads_of(pid),
             calls_per_second: (calls - last_calls) as f64 / 60.0,
             p99_ms: p99_ms(&mut durations),
             unexpected: unexpected.len(),
@@ -444,12 +457,12 @@ fn main() {
         last_calls = calls;
         let _ = writeln!(
             csv,
-            "{},{:.2},{:.1},{:.2},{}",
-            row.minute, row.rss_mib, row.calls_per_second, row.p99_ms, row.unexpected
+            "{},{:.2},{},{:.1},{:.2},{}",
+            row.minute, row.rss_mib, row.threads, row.calls_per_second, row.p99_ms, row.unexpected
         );
         eprintln!(
-            "minute {:>3}: RSS {:.1} MiB, {:.0} calls/s, p99 {:.2} ms, {} unexpected",
-            row.minute, row.rss_mib, row.calls_per_second, row.p99_ms, row.unexpected
+            "minute {:>3}: RSS {:.1} MiB, {} threads, {:.0} calls/s, p99 {:.2} ms, {} unexpected",
+            row.minute, row.rss_mib, row.threads, row.calls_per_second, row.p99_ms, row.unexpected
         );
         rows.push(row);
         let _ = std::fs::write(args.out.join("soak.csv"), &csv);
