@@ -499,6 +499,8 @@ fn main() {
         args.out.join("soak.csv").display(),
         args.out.join("soak.svg").display()
     );
+    // `exit` skips destructors: stop the host and the cluster first.
+    drop(rig);
     if !passed {
         std::process::exit(1);
     }
