@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use mcp_delegate_tests::bench::threads_of;
 use mcp_delegate_tests::host::Host;
 use mcp_delegate_tests::idp::TestIdp;
 use mcp_delegate_tests::load::{p99, summary, Call, Load, Outcome, Record};
@@ -29,15 +30,6 @@ fn point_query(token: &str) -> Call {
         arguments: json!({"action": "query",
             "sql": "SELECT id, body FROM notes WHERE id = $1", "params": [1]}),
     }
-}
-
-fn threads_of(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("Threads:"))
-        .and_then(|count| count.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// The healthy module's calls while `clients` of them run alone.

@@ -187,6 +187,16 @@ pub fn pgbench(
     }
 }
 
+/// The number of threads of a process (0 when it is gone).
+pub fn threads_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// (resident now, peak resident) of a process, in MiB.
 pub fn memory_mib(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

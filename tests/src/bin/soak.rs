@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mcp_delegate_tests::bench::http1::{split_url, Http1Client};
-use mcp_delegate_tests::bench::memory_mib;
+use mcp_delegate_tests::bench::{memory_mib, threads_of};
 use mcp_delegate_tests::host::Host;
 use mcp_delegate_tests::idp::TestIdp;
 use mcp_delegate_tests::paths::{plugin_dir, plugin_library};
@@ -280,15 +280,6 @@ fn run_clients(
         .collect()
 }
 
-fn threads_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("Threads:"))
-        .and_then(|count| count.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn p99_ms(durations: &mut [u32]) -> f64 {
     if durations.is_empty() {
         return 0.0;
@@ -323,7 +314,7 @@ struct Row {
     rss_mib: f64,
     /// The host's threads (tokio's blocking threads come and go; glibc
     /// keeps the stacks of exited threads for reuse, resident).
-    threads: u64,
+    threads: usize,
     calls_per_second: f64,
     p99_ms: f64,
     unexpected: usize,
