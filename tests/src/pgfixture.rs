@@ -153,6 +153,44 @@ impl Delegated {
     }
 }
 
+/// Two clusters with the fixture behind one host: `postgresql1` (tools
+/// `sql1-…`, with `first_extra` in its entry) and `postgresql2`, for
+/// tests where one database fails and the other must not notice.
+pub struct TwoDatabases {
+    pub first: Cluster,
+    pub second: Cluster,
+    pub idp: TestIdp,
+    pub host: Host,
+    _plugins: tempfile::TempDir,
+}
+
+impl TwoDatabases {
+    pub fn start(version: PgVersion, first_extra: Value) -> Self {
+        let first = Cluster::start_version(version);
+        let second = Cluster::start_version(version);
+        for cluster in [&first, &second] {
+            cluster.exec("postgres", FIXTURE_SQL);
+        }
+        let idp = TestIdp::start();
+        let plugins = plugin_dir(&[plugin_library("mcp_delegate_postgresql")]);
+        let config = json!({
+            "auth": auth_section(&idp),
+            "delegation": {"modules": {
+                "postgresql1": module_entry(&first, first_extra),
+                "postgresql2": module_entry(&second, json!({})),
+            }}
+        });
+        let host = Host::start(&config, plugins.path());
+        Self {
+            first,
+            second,
+            idp,
+            host,
+            _plugins: plugins,
+        }
+    }
+}
+
 /// The rows of a successful result.
 pub fn rows(result: &Value) -> Vec<Value> {
     assert_eq!(result["isError"], false, "expected success: {result}");

@@ -6,12 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use mcp_delegate_tests::host::Host;
 use mcp_delegate_tests::idp::TestIdp;
 use mcp_delegate_tests::load::{p99, summary, Call, Load, Outcome, Record};
-use mcp_delegate_tests::paths::{plugin_dir, plugin_library};
-use mcp_delegate_tests::pg::{Cluster, PgVersion};
-use mcp_delegate_tests::pgfixture::{auth_section, module_entry, FIXTURE_SQL};
+use mcp_delegate_tests::pg::PgVersion;
+use mcp_delegate_tests::pgfixture::TwoDatabases;
 use serde_json::{json, Value};
 
 /// The fixture's `pool.connectionTimeoutMillis`.
@@ -71,24 +69,11 @@ fn first_success_after(records: &[Record], tool: &str, at: Instant) -> Option<In
 }
 
 fn faults_under_load(version: PgVersion) {
-    let first = Cluster::start_version(version);
-    let second = Cluster::start_version(version);
-    for cluster in [&first, &second] {
-        cluster.exec("postgres", FIXTURE_SQL);
-    }
-    let idp = TestIdp::start();
-    let plugins = plugin_dir(&[plugin_library("mcp_delegate_postgresql")]);
-    let config = json!({
-        "auth": auth_section(&idp),
-        "delegation": {"modules": {
-            "postgresql1": module_entry(&first, json!({})),
-            "postgresql2": module_entry(&second, json!({})),
-        }}
-    });
-    let host = Host::start(&config, plugins.path());
+    let databases = TwoDatabases::start(version, json!({}));
+    let (first, idp, host) = (&databases.first, &databases.idp, &databases.host);
     let (reader, writer) = (
-        token(&idp, "reader", &["sql-read"]),
-        token(&idp, "writer", &["sql-read", "sql-write"]),
+        token(idp, "reader", &["sql-read"]),
+        token(idp, "writer", &["sql-read", "sql-write"]),
     );
     let per_module = 3;
     let load = Load::start(

@@ -7,12 +7,10 @@
 use std::time::{Duration, Instant};
 
 use mcp_delegate_tests::bench::threads_of;
-use mcp_delegate_tests::host::Host;
 use mcp_delegate_tests::idp::TestIdp;
 use mcp_delegate_tests::load::{p99, summary, Call, Load, Outcome, Record};
-use mcp_delegate_tests::paths::{plugin_dir, plugin_library};
-use mcp_delegate_tests::pg::{Cluster, PgVersion};
-use mcp_delegate_tests::pgfixture::{auth_section, module_entry, FIXTURE_SQL};
+use mcp_delegate_tests::pg::PgVersion;
+use mcp_delegate_tests::pgfixture::TwoDatabases;
 use serde_json::json;
 
 fn reader_token(idp: &TestIdp) -> String {
@@ -44,25 +42,15 @@ fn healthy_calls(url: &str, token: &str, clients: usize, run: Duration) -> Vec<R
 
 #[test]
 fn a_slow_database_stays_in_its_module() {
-    let slow = Cluster::start_version(PgVersion::V15);
-    let healthy = Cluster::start_version(PgVersion::V15);
-    for cluster in [&slow, &healthy] {
-        cluster.exec("postgres", FIXTURE_SQL);
-    }
-    let idp = TestIdp::start();
-    let plugins = plugin_dir(&[plugin_library("mcp_delegate_postgresql")]);
-    let config = json!({
-        "auth": auth_section(&idp),
-        "delegation": {"modules": {
-            "postgresql1": module_entry(&slow, json!({
-                "statementTimeoutMillis": 1500,
-                "pool": {"max": 4, "min": 0, "connectionTimeoutMillis": 500},
-            })),
-            "postgresql2": module_entry(&healthy, json!({})),
-        }}
-    });
-    let host = Host::start(&config, plugins.path());
-    let token = reader_token(&idp);
+    let databases = TwoDatabases::start(
+        PgVersion::V15,
+        json!({
+            "statementTimeoutMillis": 1500,
+            "pool": {"max": 4, "min": 0, "connectionTimeoutMillis": 500},
+        }),
+    );
+    let (slow, idp, host) = (&databases.first, &databases.idp, &databases.host);
+    let token = reader_token(idp);
     let url = host.mcp_url();
 
     // Unloaded: the healthy module alone (after a warm-up).
