@@ -174,8 +174,10 @@ fn health_check(status: &HostStatus<'_>, args: &Value) -> Result<Value, ToolErro
         let limits = module.bulkhead.limits();
         report["calls"] = json!({
             "inProgress": module.bulkhead.in_progress(),
+            "running": module.bulkhead.running(),
             "maxConcurrentCalls": limits.concurrent,
             "queuedCalls": limits.queued,
+            "queueTimeoutMillis": u64::try_from(limits.queue_wait.as_millis()).unwrap_or(u64::MAX),
         });
         modules.insert(module.name.clone(), report);
     }

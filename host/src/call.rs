@@ -470,10 +470,11 @@ impl CallCore {
         principal: Option<Arc<Principal>>,
         args_json: String,
     ) -> (Result<RawJson, ToolError>, Option<CallFacts>) {
-        // The module's bulkhead: a place is taken before a blocking
-        // thread is, and held until the plugin returns.
+        // The module's bulkhead: a place is taken (perhaps after a wait in
+        // its queue) before a blocking thread is, and held until the
+        // plugin returns.
         let place = match &self.registry.tools()[position].route {
-            Route::Module { module, .. } => match module.bulkhead.enter(&module.name) {
+            Route::Module { module, .. } => match module.bulkhead.enter(&module.name).await {
                 Ok(place) => Some(place),
                 Err(busy) => return (Err(busy), None),
             },

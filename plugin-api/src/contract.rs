@@ -246,6 +246,25 @@ pub struct ConfigReport {
     /// Added after 0.1.0: absent from older plugins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// What a call that waited in the host's queue for one of those places
+    /// is told when none frees in time. Added after 0.2.0: absent from
+    /// older plugins (the host then waits 10 s and answers `MODULE_BUSY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy: Option<BusyAnswer>,
+}
+
+/// The PostgreSQL module's: wait `pool.connectionTimeoutMillis`, then
+/// `POOL_EXHAUSTED` with "raise pool.max or pool.connectionTimeoutMillis":
+/// a pool that is full is what a full bulkhead means for it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BusyAnswer {
+    /// How long a queued call waits, in milliseconds.
+    pub wait_millis: u64,
+    /// The error code then (one of [`crate::codes`]).
+    pub code: String,
+    /// What to change, appended to the message.
+    pub hint: String,
 }
 
 #[cfg(test)]

@@ -157,6 +157,7 @@ extern "C" fn validate_config<F: ModuleFactory>(config_json: RStr<'_>) -> RStrin
                     }],
                     warnings: vec![],
                     concurrency: None,
+                    busy: None,
                 },
             };
             to_json_string(&report)
@@ -169,6 +170,7 @@ extern "C" fn validate_config<F: ModuleFactory>(config_json: RStr<'_>) -> RStrin
                 }],
                 warnings: vec![],
                 concurrency: None,
+                busy: None,
             })
         },
     )

@@ -22,8 +22,8 @@ pub mod log_bridge;
 
 pub use abi::{HostServices, LogLevel, PluginInstanceBox, PluginModule, PluginModuleRef};
 pub use contract::{
-    CallContext, CallFacts, ConfigIssue, ConfigReport, HealthReport, ModuleInfo, PoolFacts,
-    ToolAccess, ToolAnnotations, ToolError, ToolSpec, FACTS_SEPARATOR,
+    BusyAnswer, CallContext, CallFacts, ConfigIssue, ConfigReport, HealthReport, ModuleInfo,
+    PoolFacts, ToolAccess, ToolAnnotations, ToolError, ToolSpec, FACTS_SEPARATOR,
 };
 pub use export::{Module, ModuleFactory};
 

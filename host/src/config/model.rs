@@ -208,10 +208,13 @@ pub struct ModuleEntry {
     /// what the plugin reports, for PostgreSQL `pool.max`) …
     #[serde(default)]
     pub max_concurrent_calls: Option<u32>,
-    /// … and how many more are admitted to wait inside the module (for a
-    /// pooled connection, bounded by its wait). Beyond both: MODULE_BUSY.
+    /// … how many more wait for a place (in the host, without a thread)
+    /// … Beyond both: MODULE_BUSY.
     #[serde(default)]
     pub queued_calls: Option<u32>,
+    /// … and for how long at most (milliseconds).
+    #[serde(default)]
+    pub queue_timeout_millis: Option<u64>,
 }
 
 impl ModuleEntry {
@@ -225,5 +228,6 @@ impl ModuleEntry {
         "claimsSetting",
         "maxConcurrentCalls",
         "queuedCalls",
+        "queueTimeoutMillis",
     ];
 }

@@ -47,6 +47,7 @@ impl LoadedPlugin {
             }],
             warnings: vec![],
             concurrency: None,
+            busy: None,
         })
     }
 

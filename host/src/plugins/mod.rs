@@ -9,7 +9,9 @@ mod loader;
 
 use std::sync::Arc;
 
-pub use bulkhead::{BulkheadLimits, DEFAULT_CONCURRENT_CALLS, DEFAULT_QUEUED_CALLS};
+pub use bulkhead::{
+    BulkheadLimits, DEFAULT_CONCURRENT_CALLS, DEFAULT_QUEUED_CALLS, DEFAULT_QUEUE_TIMEOUT,
+};
 pub use handle::ModuleHandle;
 pub use loader::{default_plugin_dir, directory_stamp, discover, PluginSet};
 

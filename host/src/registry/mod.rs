@@ -6,6 +6,7 @@ pub(crate) mod naming;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mcp_delegate_plugin_api::{HostServices, ToolAccess, ToolSpec};
 
@@ -13,7 +14,7 @@ use crate::builtin::{self, Builtin};
 use crate::config::{Config, Diagnostics, ModuleConfig, ModuleEntry};
 use crate::plugins::{
     BulkheadLimits, ModuleHandle, ModuleSet, PluginSet, UnavailableModule,
-    DEFAULT_CONCURRENT_CALLS, DEFAULT_QUEUED_CALLS,
+    DEFAULT_CONCURRENT_CALLS, DEFAULT_QUEUED_CALLS, DEFAULT_QUEUE_TIMEOUT,
 };
 
 /// Where a tool call goes.
@@ -122,6 +123,12 @@ pub fn build(
                 .or(report.concurrency)
                 .unwrap_or(DEFAULT_CONCURRENT_CALLS),
             queued: entry.host.queued_calls.unwrap_or(DEFAULT_QUEUED_CALLS),
+            queue_wait: entry
+                .host
+                .queue_timeout_millis
+                .or(report.busy.as_ref().map(|busy| busy.wait_millis))
+                .map_or(DEFAULT_QUEUE_TIMEOUT, Duration::from_millis),
+            timeout_answer: report.busy.clone(),
         };
         diagnostics.extend_under(&path, report);
         if limits.concurrent == 0 {
@@ -138,7 +145,7 @@ pub fn build(
             .filter(|module| {
                 module.library == plugin.id
                     && module.config == entry.plugin
-                    && module.bulkhead.limits() == limits
+                    && *module.bulkhead.limits() == limits
             });
         let is_new = kept.is_none();
         let module = match kept {

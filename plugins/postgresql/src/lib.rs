@@ -69,7 +69,14 @@ impl ModuleFactory for PostgresFactory {
         let (parsed, mut report) = config::parse(config);
         // A call holds at most one connection: the pool bounds how many
         // run at once.
-        report.concurrency = parsed.map(|parsed| parsed.pool.max);
+        if let Some(parsed) = parsed {
+            report.concurrency = Some(parsed.pool.max);
+            report.busy = Some(mcp_delegate_plugin_api::BusyAnswer {
+                wait_millis: parsed.pool.connection_timeout_millis,
+                code: codes::POOL_EXHAUSTED.to_owned(),
+                hint: "raise pool.max or pool.connectionTimeoutMillis".to_owned(),
+            });
+        }
         report
     }
 

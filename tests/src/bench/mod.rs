@@ -227,3 +227,57 @@ pub fn tree_memory_mib(pid: u32) -> (f64, f64) {
     }
     total
 }
+
+/// CPU seconds (user + system) used so far by a process, its threads and
+/// all its descendants, living or reaped (a parent that waited for a child
+/// holds the child's time in its own counters).
+pub fn tree_cpu_seconds(pid: u32) -> f64 {
+    let ticks = clock_ticks_per_second();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces), from field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime, stime, cutime, cstime are fields 14–17 (1-based), 11–14 here.
+    let own: f64 = fields
+        .iter()
+        .skip(11)
+        .take(4)
+        .filter_map(|f| f.parse::<f64>().ok())
+        .sum::<f64>()
+        / ticks;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| dir.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let mut children = 0.0;
+    for task in tasks {
+        let list = std::fs::read_to_string(format!(
+            "/proc/{pid}/task/{}/children",
+            task.to_string_lossy()
+        ))
+        .unwrap_or_default();
+        for child in list
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            children += tree_cpu_seconds(child);
+        }
+    }
+    own + children
+}
+
+/// The unit of /proc's CPU counters (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse::<f64>().ok())
+            .filter(|&ticks| ticks > 0.0)
+            .unwrap_or(100.0)
+    })
+}

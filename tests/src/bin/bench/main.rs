@@ -8,18 +8,25 @@
 //! BENCH_CLIENTS (default "1,4,16,64"), BENCH_PEERS_DIR (where
 //! tests/bench/install-peers.sh put the peers; default target/peers),
 //! BENCH_TARGETS (a subset of "warm,cold,pgbench,toolbox,dbhub") and
-//! BENCH_WORKLOADS (a subset of "point,rows,details"), BENCH_AUDIT (a file:
-//! the audit log on, written there). A run with either
-//! filter prints its tables but leaves docs/benchmarks.md alone.
+//! BENCH_WORKLOADS (a subset of "point,literal,rows,details"),
+//! BENCH_REPEATS (each cell's repeats, default 3; medians are reported),
+//! BENCH_AUDIT (where the audit log goes, default a temporary file; "off"
+//! for none), BENCH_METRICS ("off": no metrics endpoint). Targets: "warm"
+//! and "modern" (ours, warm token caches, the legacy and the 2026-07-28
+//! request form), "cold" (a new token per call), "pgbench", "toolbox",
+//! "dbhub". A run with either filter prints its tables but leaves
+//! docs/benchmarks.md alone.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_delegate_tests::bench::{http_load, memory_mib, pgbench, Check, Measurement, RequestFor};
+use mcp_delegate_tests::bench::{
+    http_load, memory_mib, pgbench, tree_cpu_seconds, Check, Measurement, RequestFor,
+};
 use mcp_delegate_tests::host::Host;
 use mcp_delegate_tests::idp::{TestIdp, CLIENT_ID, CLIENT_SECRET};
 use mcp_delegate_tests::paths;
-use mcp_delegate_tests::pg::{pg_bin_dir, Cluster};
+use mcp_delegate_tests::pg::{free_port, pg_bin_dir, Cluster};
 use serde_json::json;
 
 mod peers;
@@ -45,17 +52,32 @@ ANALYZE items;
 const POINT_SQL: &str = "SELECT * FROM items WHERE id = $1";
 const ROWS_SQL: &str = "SELECT * FROM items WHERE id > $1 ORDER BY id LIMIT 100";
 
+/// The point query with its id written into the text: a new statement
+/// text on (almost) every call, as an agent writing SQL sends them.
+pub fn literal_sql(i: usize) -> String {
+    format!("SELECT * FROM items WHERE id = {}", id_for(i, 10_000))
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
     Point,
+    Literal,
     Rows100,
     TableDetails,
 }
 
 impl Workload {
+    const ALL: [Workload; 4] = [
+        Workload::Point,
+        Workload::Literal,
+        Workload::Rows100,
+        Workload::TableDetails,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             Workload::Point => "point SELECT by primary key ($1)",
+            Workload::Literal => "point SELECT, id spliced into the SQL text",
             Workload::Rows100 => "100-row SELECT",
             Workload::TableDetails => "table details",
         }
@@ -65,6 +87,7 @@ impl Workload {
     fn key(self) -> &'static str {
         match self {
             Workload::Point => "point",
+            Workload::Literal => "literal",
             Workload::Rows100 => "rows",
             Workload::TableDetails => "details",
         }
@@ -76,34 +99,94 @@ pub fn id_for(i: usize, modulo: usize) -> usize {
     (i.wrapping_mul(2_654_435_761) % modulo) + 1
 }
 
-fn mcp_headers(token: Option<&str>) -> Vec<(String, String)> {
+/// Which of the two protocol forms a request of ours takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// No `_meta`, protocol header 2025-06-18.
+    Legacy,
+    /// 2026-07-28: `_meta` with the version and capabilities, and the
+    /// `Mcp-Method` and `Mcp-Name` headers.
+    Modern,
+}
+
+fn mcp_headers(token: Option<&str>, form: Form, tool: &str) -> Vec<(String, String)> {
+    let version = match form {
+        Form::Legacy => "2025-06-18",
+        Form::Modern => "2026-07-28",
+    };
     let mut headers = vec![
         ("content-type".to_owned(), "application/json".to_owned()),
         (
             "accept".to_owned(),
             "application/json, text/event-stream".to_owned(),
         ),
-        ("mcp-protocol-version".to_owned(), "2025-06-18".to_owned()),
+        ("mcp-protocol-version".to_owned(), version.to_owned()),
     ];
+    if form == Form::Modern {
+        headers.push(("mcp-method".to_owned(), "tools/call".to_owned()));
+        headers.push(("mcp-name".to_owned(), tool.to_owned()));
+    }
     if let Some(token) = token {
         headers.push(("authorization".to_owned(), format!("Bearer {token}")));
     }
     headers
 }
 
-fn our_request(workload: Workload, i: usize) -> String {
-    let (name, arguments) = match workload {
+/// Our tool and its arguments for call `i`.
+fn our_call(workload: Workload, i: usize) -> (&'static str, serde_json::Value) {
+    match workload {
         Workload::Point => (
             "sql1-delegate",
             json!({"action": "query", "sql": POINT_SQL, "params": [id_for(i, 10_000)]}),
+        ),
+        Workload::Literal => (
+            "sql1-delegate",
+            json!({"action": "query", "sql": literal_sql(i)}),
         ),
         Workload::Rows100 => (
             "sql1-delegate",
             json!({"action": "query", "sql": ROWS_SQL, "params": [id_for(i, 9_000)]}),
         ),
         Workload::TableDetails => ("sql1-table-details", json!({"tableName": "items"})),
-    };
-    json!({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": name, "arguments": arguments}}).to_string()
+    }
+}
+
+/// Call `i` of `workload` to our server, as `token`, in `form`.
+fn our_requests(url: &str, workload: Workload, form: Form, token: TokenSource) -> RequestFor {
+    let url = url.to_owned();
+    Arc::new(move |i| {
+        let (tool, arguments) = our_call(workload, i);
+        let mut params = json!({"name": tool, "arguments": arguments});
+        if form == Form::Modern {
+            params["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}
+            });
+        }
+        let body = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": params});
+        (
+            url.clone(),
+            mcp_headers(Some(token.for_call(i)), form, tool),
+            body.to_string(),
+        )
+    })
+}
+
+/// The bearer token of each call: always the same one (caches warm), or a
+/// new one per call from a pre-minted list (caches cold).
+#[derive(Clone)]
+enum TokenSource {
+    Warm(Arc<String>),
+    Cold(Arc<Vec<String>>, usize),
+}
+
+impl TokenSource {
+    fn for_call(&self, i: usize) -> &str {
+        match self {
+            TokenSource::Warm(token) => token,
+            TokenSource::Cold(tokens, offset) => &tokens[(offset + i) % tokens.len()],
+        }
+    }
 }
 
 fn mcp_ok() -> Check {
@@ -142,24 +225,127 @@ fn selected(filter: &Option<Vec<String>>, item: &str) -> bool {
         .is_none_or(|items| items.iter().any(|i| i == item))
 }
 
+const OURS: &str = "mcp-delegate";
+const OURS_MODERN: &str = "mcp-delegate, 2026-07-28 form";
+const OURS_COLD: &str = "mcp-delegate, token caches cold";
+const PGBENCH_FLOOR: &str = "pgbench: delegated transaction (floor)";
+const PGBENCH_BARE: &str = "pgbench: bare query";
+
+/// One measured cell of one repeat.
+struct Sample {
+    workload: Workload,
+    clients: usize,
+    target: String,
+    m: Measurement,
+    /// CPU per call of the server under test and of PostgreSQL, in µs.
+    server_us: Option<f64>,
+    pg_us: Option<f64>,
+}
+
+/// Medians over a cell's repeats.
 struct Row {
     workload: Workload,
     clients: usize,
     target: String,
     m: Measurement,
+    server_us: Option<f64>,
+    pg_us: Option<f64>,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// The medians of each (workload, clients, target), in first-seen order.
+fn medians(samples: &[Sample]) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::new();
+    for sample in samples {
+        if rows.iter().any(|r| {
+            r.workload == sample.workload
+                && r.clients == sample.clients
+                && r.target == sample.target
+        }) {
+            continue;
+        }
+        let same: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| {
+                s.workload == sample.workload
+                    && s.clients == sample.clients
+                    && s.target == sample.target
+            })
+            .collect();
+        let of = |f: fn(&Sample) -> f64| median(same.iter().map(|s| f(s)).collect());
+        let optional = |f: fn(&Sample) -> Option<f64>| {
+            let values: Vec<f64> = same.iter().filter_map(|s| f(s)).collect();
+            (!values.is_empty()).then(|| median(values))
+        };
+        rows.push(Row {
+            workload: sample.workload,
+            clients: sample.clients,
+            target: sample.target.clone(),
+            m: Measurement {
+                calls_per_second: of(|s| s.m.calls_per_second),
+                p50_ms: of(|s| s.m.p50_ms),
+                p95_ms: of(|s| s.m.p95_ms),
+                p99_ms: of(|s| s.m.p99_ms),
+                errors: same.iter().map(|s| s.m.errors).sum(),
+            },
+            server_us: optional(|s| s.server_us),
+            pg_us: optional(|s| s.pg_us),
+        });
+    }
+    rows
+}
+
+/// Runs one cell, reading the CPU counters of the server process tree and
+/// of PostgreSQL (the postmaster and its backends, reaped ones included)
+/// around it. CPU per call counts the warm-up's calls too (0.3 s of them,
+/// at the measured rate).
+fn measured(
+    seconds: Duration,
+    server: Option<u32>,
+    postgres: Option<u32>,
+    run: impl FnOnce() -> Measurement,
+) -> (Measurement, Option<f64>, Option<f64>) {
+    let before = (server.map(tree_cpu_seconds), postgres.map(tree_cpu_seconds));
+    let m = run();
+    let calls = m.calls_per_second * (seconds.as_secs_f64() + 0.3);
+    let per_call = |pid: Option<u32>, before: Option<f64>| {
+        let (pid, before) = (pid?, before?);
+        (calls > 0.0).then(|| (tree_cpu_seconds(pid) - before) / calls * 1e6)
+    };
+    let server_us = per_call(server, before.0);
+    let pg_us = per_call(postgres, before.1);
+    (m, server_us, pg_us)
+}
+
+fn env_repeats() -> usize {
+    std::env::var("BENCH_REPEATS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3)
 }
 
 fn main() {
     let seconds = env_seconds();
     let clients_list = env_clients();
+    let repeats = env_repeats();
     let targets = env_filter("BENCH_TARGETS");
     let workloads = env_filter("BENCH_WORKLOADS");
     eprintln!("setting up: cluster, IdP, mcp-delegate (release)...");
     let cluster = Cluster::start();
     cluster.exec("postgres", FIXTURE);
+    let postgres_pid = cluster.postmaster_pid();
     let idp = TestIdp::start();
     idp.add_user("bench", "bench_user", &["sql-read"]);
-    let config = json!({
+    let mut config = json!({
         "auth": {"trustedIDPs": [
             {"name": "requestor-jwt", "issuer": idp.issuer, "audience": "mcp-oauth", "jwksUri": idp.jwks_uri()},
             {"name": "te", "issuer": idp.issuer, "audience": "bench-db", "jwksUri": idp.jwks_uri()}
@@ -173,16 +359,29 @@ fn main() {
                 "cache": {"enabled": true, "ttlSeconds": 300}}
         }}}
     });
-    let mut config = config;
-    // BENCH_AUDIT=FILE: the audit log on, to FILE (what it costs).
-    if let Ok(path) = std::env::var("BENCH_AUDIT") {
+    // Everything on, as in production: the audit log to a file
+    // (BENCH_AUDIT=FILE to choose it, =off for none) and the metrics
+    // endpoint (BENCH_METRICS=off for none).
+    let audit_dir = tempfile::tempdir().expect("temp dir");
+    let audit = match std::env::var("BENCH_AUDIT") {
+        Ok(off) if off == "off" => None,
+        Ok(path) => Some(path),
+        Err(_) => Some(audit_dir.path().join("audit.jsonl").display().to_string()),
+    };
+    if let Some(path) = &audit {
         config["audit"] = json!({"sink": path});
+    }
+    let metrics_bind = format!("127.0.0.1:{}", free_port());
+    let metrics_on = std::env::var("BENCH_METRICS").map_or(true, |v| v != "off");
+    let mut extra_args: Vec<&str> = Vec::new();
+    if metrics_on {
+        extra_args.extend(["--metrics-bind", &metrics_bind]);
     }
     // Per-call info logs off, as for the peers' defaults under load.
     let mut host = Host::start_logging(
         &config,
         &paths::build_dir(),
-        &[],
+        &extra_args,
         "warn,mcp_delegate::serve=info",
     );
     let url = host.mcp_url();
@@ -190,148 +389,154 @@ fn main() {
     host.bearer = Some(warm_token.clone());
     host.call_tool("user-info", json!({}));
     let idle_ours = memory_mib(host.pid()).0;
+    let ours = Some(host.pid());
+    let warm = TokenSource::Warm(Arc::new(warm_token));
 
-    let cold_count: usize = std::env::var("BENCH_COLD_TOKENS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(40_000);
-    eprintln!("minting {cold_count} tokens for the cold-cache runs...");
-    let cold_tokens: Arc<Vec<String>> = Arc::new(
-        (0..cold_count)
-            .map(|i| {
-                idp.mint(
-                    "bench",
-                    "mcp-oauth",
-                    json!({"roles": ["user"], "jti": format!("cold-{i}")}),
-                )
-            })
-            .collect(),
-    );
     let peers = peers::start_all(&cluster, |key| selected(&targets, key));
-    let mut rows: Vec<Row> = Vec::new();
-    let mut cold_offset = 0usize;
-    for workload in [Workload::Point, Workload::Rows100, Workload::TableDetails] {
-        if !selected(&workloads, workload.key()) {
-            continue;
-        }
+    let mut samples: Vec<Sample> = Vec::new();
+    let selected_workloads: Vec<Workload> = Workload::ALL
+        .into_iter()
+        .filter(|w| selected(&workloads, w.key()))
+        .collect();
+    // Each cell's targets run one after the other, and the whole cell is
+    // repeated: the machine's noise falls on all of them alike.
+    for &workload in &selected_workloads {
         for &clients in &clients_list {
-            eprintln!("{} / {clients} clients", workload.label());
-            let token = warm_token.clone();
-            let target = url.clone();
-            let warm: RequestFor = Arc::new(move |i| {
-                (
-                    target.clone(),
-                    mcp_headers(Some(&token)),
-                    our_request(workload, i),
-                )
-            });
-            if selected(&targets, "warm") {
-                rows.push(Row {
-                    workload,
-                    clients,
-                    target: "mcp-delegate (token caches warm)".into(),
-                    m: http_load(clients, seconds, warm, mcp_ok()),
-                });
-            }
-
-            let tokens = cold_tokens.clone();
-            let target = url.clone();
-            let offset = cold_offset;
-            let cold: RequestFor = Arc::new(move |i| {
-                let token = &tokens[(offset + i) % tokens.len()];
-                (
-                    target.clone(),
-                    mcp_headers(Some(token)),
-                    our_request(workload, i),
-                )
-            });
-            if selected(&targets, "cold") {
-                let m = http_load(clients, seconds, cold, mcp_ok());
-                cold_offset +=
-                    (m.calls_per_second * (seconds.as_secs_f64() + 0.5)) as usize + clients;
-                rows.push(Row {
-                    workload,
-                    clients,
-                    target: "mcp-delegate (token caches cold)".into(),
-                    m,
-                });
-            }
-
-            if workload != Workload::TableDetails && selected(&targets, "pgbench") {
-                let query = if workload == Workload::Point {
-                    "SELECT * FROM items WHERE id = :id;"
-                } else {
-                    "SELECT * FROM items WHERE id > :id ORDER BY id LIMIT 100;"
-                };
-                let modulo = if workload == Workload::Point {
-                    10_000
-                } else {
-                    9_000
-                };
-                let delegated = format!(
-                    "\\set id random(1, {modulo})\nBEGIN READ ONLY;\nSET LOCAL ROLE bench_user;\n{query}\nROLLBACK;\n"
+            for repeat in 1..=repeats {
+                eprintln!(
+                    "{} / {clients} clients / repeat {repeat} of {repeats}",
+                    workload.label()
                 );
-                let bare = format!("\\set id random(1, {modulo})\n{query}\n");
-                let bin = pg_bin_dir();
-                rows.push(Row {
-                    workload,
-                    clients,
-                    target: "pgbench: delegated transaction (floor)".into(),
-                    m: pgbench(
-                        &bin,
-                        cluster.port,
-                        "mcp_service",
-                        "postgres",
-                        &delegated,
-                        clients,
-                        seconds,
-                    ),
-                });
-                rows.push(Row {
-                    workload,
-                    clients,
-                    target: "pgbench: bare query".into(),
-                    m: pgbench(
-                        &bin,
-                        cluster.port,
-                        "postgres",
-                        "postgres",
-                        &bare,
-                        clients,
-                        seconds,
-                    ),
-                });
-            }
-            for peer in &peers {
-                if let Some(request) = peer.request_for(workload) {
-                    rows.push(Row {
-                        workload,
-                        clients,
-                        target: peer.name.clone(),
-                        m: http_load(clients, seconds, request, peer.check()),
+                let mut record =
+                    |target: &str, server: Option<u32>, run: &dyn Fn() -> Measurement| {
+                        let (m, server_us, pg_us) = measured(seconds, server, postgres_pid, run);
+                        samples.push(Sample {
+                            workload,
+                            clients,
+                            target: target.to_owned(),
+                            m,
+                            server_us,
+                            pg_us,
+                        });
+                    };
+                for (key, name, form) in [
+                    ("warm", OURS, Form::Legacy),
+                    ("modern", OURS_MODERN, Form::Modern),
+                ] {
+                    if selected(&targets, key) {
+                        let requests = our_requests(&url, workload, form, warm.clone());
+                        record(name, ours, &|| {
+                            http_load(clients, seconds, requests.clone(), mcp_ok())
+                        });
+                    }
+                }
+                if workload != Workload::TableDetails && selected(&targets, "pgbench") {
+                    let (delegated, bare) = pgbench_scripts(workload);
+                    let bin = pg_bin_dir();
+                    let port = cluster.port;
+                    record(PGBENCH_FLOOR, None, &|| {
+                        pgbench(
+                            &bin,
+                            port,
+                            "mcp_service",
+                            "postgres",
+                            &delegated,
+                            clients,
+                            seconds,
+                        )
                     });
+                    record(PGBENCH_BARE, None, &|| {
+                        pgbench(&bin, port, "postgres", "postgres", &bare, clients, seconds)
+                    });
+                }
+                for peer in &peers {
+                    if let Some(request) = peer.request_for(workload) {
+                        record(&peer.name, Some(peer.pid()), &|| {
+                            http_load(clients, seconds, request.clone(), peer.check())
+                        });
+                    }
                 }
             }
         }
     }
-    if cold_offset > cold_count {
-        eprintln!("note: cold-cache runs reused tokens (the figures are an upper bound)");
+    let peak_warm = memory_mib(host.pid()).1;
+
+    // Cold tokens last, once per cell: they fill the token caches, and the
+    // peak memory with warm tokens is read before them.
+    let mut cold_reused = false;
+    if selected(&targets, "cold") {
+        let cold_count: usize = std::env::var("BENCH_COLD_TOKENS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(40_000);
+        eprintln!("minting {cold_count} tokens for the cold-cache runs...");
+        let cold_tokens: Arc<Vec<String>> = Arc::new(
+            (0..cold_count)
+                .map(|i| {
+                    idp.mint(
+                        "bench",
+                        "mcp-oauth",
+                        json!({"roles": ["user"], "jti": format!("cold-{i}")}),
+                    )
+                })
+                .collect(),
+        );
+        let mut offset = 0usize;
+        for &workload in &selected_workloads {
+            for &clients in &clients_list {
+                eprintln!("{} / {clients} clients / cold tokens", workload.label());
+                let requests = our_requests(
+                    &url,
+                    workload,
+                    Form::Legacy,
+                    TokenSource::Cold(cold_tokens.clone(), offset),
+                );
+                let (m, server_us, pg_us) = measured(seconds, ours, postgres_pid, || {
+                    http_load(clients, seconds, requests, mcp_ok())
+                });
+                offset += (m.calls_per_second * (seconds.as_secs_f64() + 0.5)) as usize + clients;
+                samples.push(Sample {
+                    workload,
+                    clients,
+                    target: OURS_COLD.to_owned(),
+                    m,
+                    server_us,
+                    pg_us,
+                });
+            }
+        }
+        cold_reused = offset > cold_count;
+        if cold_reused {
+            eprintln!("note: cold-cache runs reused tokens (the figures are an upper bound)");
+        }
     }
     let peak_ours = memory_mib(host.pid()).1;
-    let memory: Vec<(String, f64, f64)> =
-        std::iter::once(("mcp-delegate".to_owned(), idle_ours, peak_ours))
-            .chain(
-                peers
-                    .iter()
-                    .map(|p| (p.name.clone(), p.idle_mib, p.memory().1)),
-            )
-            .collect();
+    let mut memory = vec![Memory {
+        name: OURS.to_owned(),
+        idle: idle_ours,
+        peak_warm: Some(peak_warm),
+        peak: peak_ours,
+    }];
+    memory.extend(peers.iter().map(|p| Memory {
+        name: p.name.clone(),
+        idle: p.idle_mib,
+        peak_warm: None,
+        peak: p.memory().1,
+    }));
+    let rows = medians(&samples);
+    let settings = Settings {
+        seconds,
+        repeats,
+        audit: audit.is_some(),
+        metrics: metrics_on,
+        cold_reused,
+    };
     let report = render(
         &rows,
         &memory,
-        seconds,
+        &settings,
         &clients_list,
-        cold_offset > cold_count,
+        &selected_workloads,
     );
     println!("{report}");
     if targets.is_some() || workloads.is_some() {
@@ -351,37 +556,81 @@ fn main() {
     drop(peers);
 }
 
-fn find<'a>(
-    rows: &'a [Row],
-    workload: Workload,
-    clients: usize,
-    target: &str,
-) -> Option<&'a Measurement> {
+/// pgbench's scripts for a workload: the delegated transaction and the
+/// bare query (pgbench's default simple protocol writes `:id` into the
+/// text, so the literal workload is the same for it).
+fn pgbench_scripts(workload: Workload) -> (String, String) {
+    let (query, modulo) = if workload == Workload::Rows100 {
+        (
+            "SELECT * FROM items WHERE id > :id ORDER BY id LIMIT 100;",
+            9_000,
+        )
+    } else {
+        ("SELECT * FROM items WHERE id = :id;", 10_000)
+    };
+    (
+        format!(
+            "\\set id random(1, {modulo})\nBEGIN READ ONLY;\nSET LOCAL ROLE bench_user;\n{query}\nROLLBACK;\n"
+        ),
+        format!("\\set id random(1, {modulo})\n{query}\n"),
+    )
+}
+
+struct Memory {
+    name: String,
+    idle: f64,
+    /// Our peak before the cold-token runs.
+    peak_warm: Option<f64>,
+    peak: f64,
+}
+
+struct Settings {
+    seconds: Duration,
+    repeats: usize,
+    audit: bool,
+    metrics: bool,
+    cold_reused: bool,
+}
+
+fn find<'a>(rows: &'a [Row], workload: Workload, clients: usize, target: &str) -> Option<&'a Row> {
     rows.iter()
         .find(|r| r.workload == workload && r.clients == clients && r.target == target)
-        .map(|r| &r.m)
+}
+
+fn micros(value: Option<f64>) -> String {
+    value.map_or_else(|| "–".to_owned(), |us| format!("{us:.0}"))
 }
 
 fn render(
     rows: &[Row],
-    memory: &[(String, f64, f64)],
-    seconds: Duration,
+    memory: &[Memory],
+    settings: &Settings,
     clients: &[usize],
-    reused: bool,
+    workloads: &[Workload],
 ) -> String {
     let machine = mcp_delegate_tests::bench::machine_description();
-    let mut out = String::new();
-    out.push_str(&format!(
+    let on_off = |on: bool| if on { "on" } else { "off" };
+    let mut out = format!(
         "## Tool calls against the floor and the peers\n\nMachine: {machine}; load generator, servers and PostgreSQL share them. \
-         {}s per cell after a 0.3s warm-up; one run (the machine is shared and noisy: read ratios). \
-         Generated by `target/release/mcp-delegate-bench`.\n\n",
-        seconds.as_secs()
-    ));
-    if reused {
+         {}s per cell after a 0.3s warm-up, each cell's targets one after the other, the whole cell repeated {} times: \
+         medians of the repeats (cold tokens: one run). mcp-delegate with authentication (RS256 bearer token, \
+         verified-token cache), token exchange (cache warm), delegation, the SQL policy, audit to a file ({}) and \
+         metrics ({}). CPU per call: the server's process tree and PostgreSQL's (postmaster and backends) around \
+         each cell, warm-up included. Generated by `target/release/mcp-delegate-bench`.\n\n",
+        settings.seconds.as_secs(),
+        settings.repeats,
+        on_off(settings.audit),
+        on_off(settings.metrics),
+    );
+    if settings.cold_reused {
         out.push_str("Note: the cold-cache runs ran out of fresh tokens and reused some; their figures are an upper bound.\n\n");
     }
-    for workload in [Workload::Point, Workload::Rows100, Workload::TableDetails] {
-        out.push_str(&format!("### {}\n\n| clients | target | calls/s | p50 ms | p95 ms | p99 ms | errors |\n| --- | --- | --- | --- | --- | --- | --- |\n", workload.label()));
+    for &workload in workloads {
+        out.push_str(&format!(
+            "### {}\n\n| clients | target | calls/s | p50 ms | p95 ms | p99 ms | errors | server µs/call | PostgreSQL µs/call |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+            workload.label()
+        ));
         for &c in clients {
             for row in rows
                 .iter()
@@ -389,36 +638,60 @@ fn render(
             {
                 let m = row.m;
                 out.push_str(&format!(
-                    "| {c} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |\n",
-                    row.target, m.calls_per_second, m.p50_ms, m.p95_ms, m.p99_ms, m.errors
+                    "| {c} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |\n",
+                    row.target,
+                    m.calls_per_second,
+                    m.p50_ms,
+                    m.p95_ms,
+                    m.p99_ms,
+                    m.errors,
+                    micros(row.server_us),
+                    micros(row.pg_us)
                 ));
             }
         }
-        out.push('\n');
-        out.push_str("Ratios (mcp-delegate with warm caches ÷ other; throughput higher is better, p99 lower is better):\n\n| clients | vs | throughput ratio | p99 ratio |\n| --- | --- | --- | --- |\n");
+        out.push_str(
+            "\nRatios (mcp-delegate ÷ other, medians; throughput higher is better, p99 lower is better):\n\n\
+             | clients | vs | throughput ratio | p99 ratio |\n| --- | --- | --- | --- |\n",
+        );
         for &c in clients {
-            let Some(ours) = find(rows, workload, c, "mcp-delegate (token caches warm)") else {
+            let Some(ours) = find(rows, workload, c, OURS) else {
                 continue;
             };
+            if let Some(modern) = find(rows, workload, c, OURS_MODERN) {
+                out.push_str(&format!(
+                    "| {c} | 2026-07-28 form ÷ legacy form (ours) | {:.2} | {:.2} |\n",
+                    modern.m.calls_per_second / ours.m.calls_per_second.max(1e-9),
+                    modern.m.p99_ms / ours.m.p99_ms.max(1e-9)
+                ));
+            }
             for row in rows.iter().filter(|r| {
                 r.workload == workload
                     && r.clients == c
-                    && !r.target.starts_with("mcp-delegate")
+                    && !r.target.starts_with(OURS)
                     && r.m.calls_per_second > 0.0
             }) {
                 out.push_str(&format!(
                     "| {c} | {} | {:.2} | {:.2} |\n",
                     row.target,
-                    ours.calls_per_second / row.m.calls_per_second.max(1e-9),
-                    ours.p99_ms / row.m.p99_ms.max(1e-9)
+                    ours.m.calls_per_second / row.m.calls_per_second,
+                    ours.m.p99_ms / row.m.p99_ms.max(1e-9)
                 ));
             }
         }
         out.push('\n');
     }
-    out.push_str("### Resident memory (MiB)\n\n| server | idle | peak during the run |\n| --- | --- | --- |\n");
-    for (name, idle, peak) in memory {
-        out.push_str(&format!("| {name} | {idle:.1} | {peak:.1} |\n"));
+    out.push_str(
+        "### Resident memory (MiB)\n\n| server | idle | peak with warm tokens | peak during the run |\n| --- | --- | --- | --- |\n",
+    );
+    for m in memory {
+        let warm = m
+            .peak_warm
+            .map_or_else(|| "–".to_owned(), |p| format!("{p:.1}"));
+        out.push_str(&format!(
+            "| {} | {:.1} | {warm} | {:.1} |\n",
+            m.name, m.idle, m.peak
+        ));
     }
     out
 }

@@ -34,6 +34,10 @@ impl Peer {
     pub fn request_for(&self, workload: Workload) -> Option<RequestFor> {
         let (tool, arguments): (&str, Box<dyn Fn(usize) -> serde_json::Value + Send + Sync>) =
             match (self.kind, workload) {
+                (_, Workload::Literal) => (
+                    "execute_sql",
+                    Box::new(|i| json!({"sql": crate::literal_sql(i)})),
+                ),
                 (_, Workload::Point) => {
                     ("get_item", Box::new(|i| json!({"id": id_for(i, 10_000)})))
                 }
@@ -65,6 +69,10 @@ impl Peer {
 
     pub fn check(&self) -> Check {
         Arc::new(|body: &str| body.contains("\"result\"") && !body.contains("\"isError\":true"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn memory(&self) -> (f64, f64) {
