@@ -3,10 +3,17 @@
 //! that a statement run again is not parsed and planned again (what
 //! node-postgres' and pgx's statement caches do).
 //!
+//! A text is cached on its second sighting: the first time it runs as the
+//! unnamed statement. Agents often write one-off texts (values spliced
+//! into the SQL); naming each would make the server copy its parse tree
+//! into a saved plan, only to close it again when it is evicted.
+//!
 //! `DISCARD ALL` removes every named statement: whoever sends it calls
 //! [`SessionStatements::forget_all`].
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 /// Users' statements kept per connection. Each costs the server some
 /// memory (its parse tree and plans), so the least recently used is closed
@@ -18,6 +25,9 @@ pub const MAX_CACHED_TEXT: usize = 8 * 1024;
 /// Most bytes of cached texts per connection (with [`MAX_CACHED_TEXT`] and
 /// [`USER_STATEMENT_CACHE`], a bound on both sides' memory).
 pub const CACHED_TEXT_BUDGET: usize = 128 * 1024;
+/// How many recently run, uncached texts are remembered (by a hash) so
+/// that a second run of one caches it.
+pub const SEEN_ONCE: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct SessionStatements {
@@ -28,6 +38,11 @@ pub struct SessionStatements {
     cached_bytes: usize,
     next_id: u64,
     clock: u64,
+    /// Hashes of the last [`SEEN_ONCE`] texts that ran unnamed, oldest
+    /// overwritten first.
+    seen_once: Vec<u64>,
+    seen_next: usize,
+    hasher: RandomState,
 }
 
 #[derive(Debug)]
@@ -53,7 +68,8 @@ impl SessionStatements {
         self.cached_bytes = 0;
     }
 
-    /// The statement for `sql`: the cached one, or a new name (recorded
+    /// The statement for `sql`: the cached one; the unnamed one for a text
+    /// not seen lately (or too long to cache); else a new name (recorded
     /// now; call [`SessionStatements::forget`] if creating it failed).
     pub fn user_statement(&mut self, sql: &str) -> UserStatement {
         self.clock += 1;
@@ -65,7 +81,7 @@ impl SessionStatements {
                 evict: Vec::new(),
             };
         }
-        if sql.len() > MAX_CACHED_TEXT {
+        if sql.len() > MAX_CACHED_TEXT || self.first_sighting(sql) {
             return UserStatement {
                 name: String::new(),
                 parse: true,
@@ -104,6 +120,23 @@ impl SessionStatements {
         }
     }
 
+    /// Whether `sql` ran lately (unnamed); remembers it if not. A hash
+    /// collision only caches a text one run early.
+    fn first_sighting(&mut self, sql: &str) -> bool {
+        let hash = self.hasher.hash_one(sql);
+        if let Some(at) = self.seen_once.iter().position(|&seen| seen == hash) {
+            self.seen_once[at] = 0;
+            return false;
+        }
+        if self.seen_once.len() < SEEN_ONCE {
+            self.seen_once.push(hash);
+        } else {
+            self.seen_once[self.seen_next] = hash;
+            self.seen_next = (self.seen_next + 1) % SEEN_ONCE;
+        }
+        true
+    }
+
     /// `sql`'s statement does not exist (its creation failed).
     pub fn forget(&mut self, sql: &str) {
         if self.cached.remove(sql).is_some() {
@@ -120,22 +153,47 @@ mod tests {
     fn reuses_and_evicts_the_least_recently_used() {
         let mut statements = SessionStatements::default();
         let first = statements.user_statement("SELECT 1");
-        assert!(first.parse && first.evict.is_empty());
+        assert!(first.parse && first.name.is_empty(), "first run: unnamed");
+        let second = statements.user_statement("SELECT 1");
+        assert!(second.parse && !second.name.is_empty() && second.evict.is_empty());
         let again = statements.user_statement("SELECT 1");
         assert!(!again.parse);
-        assert_eq!(again.name, first.name);
+        assert_eq!(again.name, second.name);
         for i in 0..USER_STATEMENT_CACHE - 1 {
-            statements.user_statement(&format!("SELECT {}", i + 2));
+            twice(&mut statements, &format!("SELECT {}", i + 2));
         }
         // Full: "SELECT 2" is now the oldest ("SELECT 1" was used again).
         statements.user_statement("SELECT 1");
-        let newcomer = statements.user_statement("SELECT 999");
+        let newcomer = twice(&mut statements, "SELECT 999");
         assert!(!newcomer.evict.is_empty());
         assert!(!statements.user_statement("SELECT 1").parse);
         assert!(statements.user_statement("SELECT 2").parse);
         statements.forget_all();
         assert!(statements.user_statement("SELECT 1").parse);
         assert!(!statements.fixed_ready);
+    }
+
+    /// Runs `sql` twice (the second run caches it); the second answer.
+    fn twice(statements: &mut SessionStatements, sql: &str) -> UserStatement {
+        statements.user_statement(sql);
+        statements.user_statement(sql)
+    }
+
+    #[test]
+    fn one_off_texts_run_unnamed_and_are_never_cached() {
+        let mut statements = SessionStatements::default();
+        for i in 0..1000 {
+            let once = statements.user_statement(&format!("SELECT * FROM t WHERE id = {i}"));
+            assert!(once.parse && once.name.is_empty() && once.evict.is_empty());
+        }
+        assert!(statements.cached.is_empty() && statements.cached_bytes == 0);
+        // Remembered for SEEN_ONCE other texts only.
+        statements.user_statement("SELECT 1");
+        for i in 0..SEEN_ONCE {
+            statements.user_statement(&format!("SELECT {i} + 1"));
+        }
+        assert!(statements.user_statement("SELECT 1").name.is_empty());
+        assert!(!statements.user_statement("SELECT 1").name.is_empty());
     }
 
     #[test]
@@ -147,7 +205,7 @@ mod tests {
         assert!(statements.user_statement(&huge).parse, "never cached");
         for i in 0..200 {
             let text = format!("SELECT {i}, '{}'", "y".repeat((i * 997) % 8000));
-            statements.user_statement(&text);
+            twice(&mut statements, &text);
             assert!(statements.cached_bytes <= CACHED_TEXT_BUDGET);
             assert_eq!(
                 statements.cached_bytes,
