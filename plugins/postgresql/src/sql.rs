@@ -148,10 +148,13 @@ SELECT c.relname::pg_catalog.text,
             WHEN c.relkind OPERATOR(pg_catalog.=) 'm' THEN 'MATERIALIZED VIEW'
             WHEN c.relkind OPERATOR(pg_catalog.=) 'f' THEN 'FOREIGN TABLE'
             WHEN c.relkind OPERATOR(pg_catalog.=) 'p' THEN 'PARTITIONED TABLE' END,
-       pg_catalog.obj_description(c.oid, 'pg_class'),
+       d.description,
        GREATEST(c.reltuples, 0)::pg_catalog.float8::pg_catalog.text
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+LEFT JOIN pg_catalog.pg_description d ON d.objoid OPERATOR(pg_catalog.=) c.oid
+      AND d.classoid OPERATOR(pg_catalog.=) 1259::pg_catalog.oid
+      AND d.objsubid OPERATOR(pg_catalog.=) 0
 WHERE n.nspname OPERATOR(pg_catalog.=) $1
   AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,v,m,f,p}'::pg_catalog.\"char\"[])
   AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
@@ -161,6 +164,11 @@ ORDER BY c.relname";
 
 /// One JSON document describing a table the role may see (no row if not;
 /// run delegated).
+///
+/// Comments are read from `pg_description` (1259 is `pg_class`'s fixed
+/// oid) rather than through `obj_description`/`col_description`: those
+/// are SQL functions, and each call started an executor of its own, once
+/// per column (measured: about a third of the server's work here).
 pub const TABLE_DETAILS: &str = "\
 WITH t AS (
   SELECT c.oid, c.relname, n.nspname
@@ -175,7 +183,10 @@ WITH t AS (
 SELECT pg_catalog.json_build_object(
   'table', t.relname,
   'schema', t.nspname,
-  'comment', pg_catalog.obj_description(t.oid, 'pg_class'),
+  'comment', (SELECT d.description FROM pg_catalog.pg_description d
+              WHERE d.objoid OPERATOR(pg_catalog.=) t.oid
+                AND d.classoid OPERATOR(pg_catalog.=) 1259::pg_catalog.oid
+                AND d.objsubid OPERATOR(pg_catalog.=) 0),
   'columns', (
     SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_object(
       'name', a.attname,
@@ -185,11 +196,14 @@ SELECT pg_catalog.json_build_object(
       'maxLength', CASE WHEN a.atttypid OPERATOR(pg_catalog.=) ANY ('{1042,1043}'::pg_catalog.oid[])
                          AND a.atttypmod OPERATOR(pg_catalog.>) 0
                         THEN a.atttypmod OPERATOR(pg_catalog.-) 4 END,
-      'comment', pg_catalog.col_description(t.oid, a.attnum)) ORDER BY a.attnum),
+      'comment', cd.description) ORDER BY a.attnum),
       '[]'::pg_catalog.json)
     FROM pg_catalog.pg_attribute a
     LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid OPERATOR(pg_catalog.=) a.attrelid
                                      AND d.adnum OPERATOR(pg_catalog.=) a.attnum
+    LEFT JOIN pg_catalog.pg_description cd ON cd.objoid OPERATOR(pg_catalog.=) a.attrelid
+                                          AND cd.classoid OPERATOR(pg_catalog.=) 1259::pg_catalog.oid
+                                          AND cd.objsubid OPERATOR(pg_catalog.=) a.attnum
     WHERE a.attrelid OPERATOR(pg_catalog.=) t.oid AND a.attnum OPERATOR(pg_catalog.>) 0
       AND NOT a.attisdropped
       AND pg_catalog.has_column_privilege(t.oid, a.attnum, 'SELECT, INSERT, UPDATE, REFERENCES')),
