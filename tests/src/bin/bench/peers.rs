@@ -50,7 +50,10 @@ impl Peer {
                         |_| json!({"object_type": "table", "pattern": "items", "detail_level": "full"}),
                     ),
                 ),
-                (Kind::Toolbox, Workload::TableDetails) => return None,
+                (Kind::Toolbox, Workload::TableDetails) => (
+                    "list_tables",
+                    Box::new(|_| json!({"table_names": "items", "output_format": "detailed"})),
+                ),
             };
         let url = self.url.clone();
         Some(Arc::new(move |i| {
@@ -145,7 +148,8 @@ fn toolbox(root: &Path, cluster: &Cluster) -> Option<Peer> {
          kind: tool\nname: get_item\ntype: postgres-sql\nsource: pg\ndescription: One item.\nstatement: SELECT * FROM items WHERE id = $1\n\
          parameters:\n- name: id\n  type: integer\n  description: item id\n---\n\
          kind: tool\nname: get_rows\ntype: postgres-sql\nsource: pg\ndescription: 100 items.\nstatement: SELECT * FROM items WHERE id > $1 ORDER BY id LIMIT 100\n\
-         parameters:\n- name: id\n  type: integer\n  description: lower bound\n",
+         parameters:\n- name: id\n  type: integer\n  description: lower bound\n---\n\
+         kind: tool\nname: list_tables\ntype: postgres-list-tables\nsource: pg\ndescription: Table details.\n",
         port = cluster.port
     );
     let config_path = dir.path().join("tools.yaml");
