@@ -10,6 +10,7 @@
 //! BENCH_TARGETS (a subset of "warm,cold,pgbench,toolbox,dbhub") and
 //! BENCH_WORKLOADS (a subset of "point,literal,rows,details"),
 //! BENCH_REPEATS (each cell's repeats, default 3; medians are reported),
+//! BENCH_POOL_MAX (the module's pool.max, default 10),
 //! BENCH_AUDIT (where the audit log goes, default a temporary file; "off"
 //! for none), BENCH_METRICS ("off": no metrics endpoint). Targets: "warm"
 //! and "modern" (ours, warm token caches, the legacy and the 2026-07-28
@@ -345,6 +346,11 @@ fn main() {
     let postgres_pid = cluster.postmaster_pid();
     let idp = TestIdp::start();
     idp.add_user("bench", "bench_user", &["sql-read"]);
+    // BENCH_POOL_MAX: the module's pool.max (default 10, the seed's).
+    let pool_max: u32 = std::env::var("BENCH_POOL_MAX")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
     let mut config = json!({
         "auth": {"trustedIDPs": [
             {"name": "requestor-jwt", "issuer": idp.issuer, "audience": "mcp-oauth", "jwksUri": idp.jwks_uri()},
@@ -353,7 +359,7 @@ fn main() {
         "delegation": {"modules": {"postgresql1": {
             "host": "127.0.0.1", "port": cluster.port, "database": "postgres",
             "user": "mcp_service", "password": "bench",
-            "pool": {"max": 10, "min": 4, "idleTimeoutMillis": 60000, "connectionTimeoutMillis": 10000},
+            "pool": {"max": pool_max, "min": 4, "idleTimeoutMillis": 60000, "connectionTimeoutMillis": 10000},
             "tokenExchange": {"idpName": "te", "tokenEndpoint": idp.token_endpoint(),
                 "clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET, "audience": "bench-db",
                 "cache": {"enabled": true, "ttlSeconds": 300}}
