@@ -151,9 +151,7 @@ impl PostgresModule {
         match tool {
             "delegate" => tools::delegate::run(self, context, &args, facts),
             "schema" => tools::catalog::schema(self, context, &args).map(|v| v.to_string()),
-            "table-details" => {
-                tools::catalog::table_details(self, context, &args).map(|v| v.to_string())
-            }
+            "table-details" => tools::catalog::table_details(self, context, &args),
             _ => Err(ToolError::new(
                 codes::UNKNOWN_TOOL,
                 format!("unknown tool '{tool}'"),

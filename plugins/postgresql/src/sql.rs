@@ -187,26 +187,7 @@ SELECT pg_catalog.json_build_object(
               WHERE d.objoid OPERATOR(pg_catalog.=) t.oid
                 AND d.classoid OPERATOR(pg_catalog.=) 1259::pg_catalog.oid
                 AND d.objsubid OPERATOR(pg_catalog.=) 0),
-  'columns', (
-    SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_object(
-      'name', a.attname,
-      'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
-      'nullable', NOT a.attnotnull,
-      'default', pg_catalog.pg_get_expr(d.adbin, d.adrelid),
-      'maxLength', CASE WHEN a.atttypid OPERATOR(pg_catalog.=) ANY ('{1042,1043}'::pg_catalog.oid[])
-                         AND a.atttypmod OPERATOR(pg_catalog.>) 0
-                        THEN a.atttypmod OPERATOR(pg_catalog.-) 4 END,
-      'comment', cd.description) ORDER BY a.attnum),
-      '[]'::pg_catalog.json)
-    FROM pg_catalog.pg_attribute a
-    LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid OPERATOR(pg_catalog.=) a.attrelid
-                                     AND d.adnum OPERATOR(pg_catalog.=) a.attnum
-    LEFT JOIN pg_catalog.pg_description cd ON cd.objoid OPERATOR(pg_catalog.=) a.attrelid
-                                          AND cd.classoid OPERATOR(pg_catalog.=) 1259::pg_catalog.oid
-                                          AND cd.objsubid OPERATOR(pg_catalog.=) a.attnum
-    WHERE a.attrelid OPERATOR(pg_catalog.=) t.oid AND a.attnum OPERATOR(pg_catalog.>) 0
-      AND NOT a.attisdropped
-      AND pg_catalog.has_column_privilege(t.oid, a.attnum, 'SELECT, INSERT, UPDATE, REFERENCES')),
+  'columns', cols.list,
   'primaryKey', (
     SELECT COALESCE(pg_catalog.json_agg(a.attname ORDER BY k.ord), '[]'::pg_catalog.json)
     FROM pg_catalog.pg_constraint con
@@ -247,9 +228,32 @@ SELECT pg_catalog.json_build_object(
       'name', con.conname, 'definition', pg_catalog.pg_get_constraintdef(con.oid))
       ORDER BY con.conname), '[]'::pg_catalog.json)
     FROM pg_catalog.pg_constraint con
-    WHERE con.conrelid OPERATOR(pg_catalog.=) t.oid AND con.contype OPERATOR(pg_catalog.=) 'c')
+    WHERE con.conrelid OPERATOR(pg_catalog.=) t.oid AND con.contype OPERATOR(pg_catalog.=) 'c'),
+  'columnCount', cols.n
 )::pg_catalog.text
-FROM t";
+FROM t
+CROSS JOIN LATERAL (
+    SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_object(
+      'name', a.attname,
+      'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
+      'nullable', NOT a.attnotnull,
+      'default', pg_catalog.pg_get_expr(d.adbin, d.adrelid),
+      'maxLength', CASE WHEN a.atttypid OPERATOR(pg_catalog.=) ANY ('{1042,1043}'::pg_catalog.oid[])
+                         AND a.atttypmod OPERATOR(pg_catalog.>) 0
+                        THEN a.atttypmod OPERATOR(pg_catalog.-) 4 END,
+      'comment', cd.description) ORDER BY a.attnum),
+      '[]'::pg_catalog.json) AS list,
+    pg_catalog.count(*) AS n
+    FROM pg_catalog.pg_attribute a
+    LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid OPERATOR(pg_catalog.=) a.attrelid
+                                     AND d.adnum OPERATOR(pg_catalog.=) a.attnum
+    LEFT JOIN pg_catalog.pg_description cd ON cd.objoid OPERATOR(pg_catalog.=) a.attrelid
+                                          AND cd.classoid OPERATOR(pg_catalog.=) 1259::pg_catalog.oid
+                                          AND cd.objsubid OPERATOR(pg_catalog.=) a.attnum
+    WHERE a.attrelid OPERATOR(pg_catalog.=) t.oid AND a.attnum OPERATOR(pg_catalog.>) 0
+      AND NOT a.attisdropped
+      AND pg_catalog.has_column_privilege(t.oid, a.attnum, 'SELECT, INSERT, UPDATE, REFERENCES')
+) cols";
 
 /// Every statement above, for the qualification test.
 #[cfg(test)]

@@ -85,11 +85,13 @@ pub fn schema(
     Ok(json!({"schema": schema, "tableCount": tables.len(), "tables": tables}))
 }
 
+/// The table's JSON document as PostgreSQL built it (with `columnCount`),
+/// minified: it is passed on without being parsed and written again.
 pub fn table_details(
     module: &PostgresModule,
     context: &CallContext,
     args: &Value,
-) -> Result<Value, ToolError> {
+) -> Result<String, ToolError> {
     let table = string_arg(args, "tableName", None)?;
     let schema = string_arg(args, "schemaName", Some("public"))?;
     let rows = catalog_query(
@@ -110,13 +112,18 @@ pub fn table_details(
             .with("schema", schema)
             .with("table", table)
         })?;
-    let mut details: Value = serde_json::from_str(&document).map_err(|err| {
+    if !mcp_delegate_plugin_api::json_text::is_valid(&document) {
+        return Err(ToolError::new(
+            codes::INTERNAL_ERROR,
+            "unreadable catalog answer: not JSON",
+        ));
+    }
+    let mut minified = Vec::with_capacity(document.len());
+    mcp_delegate_plugin_api::json_text::write_minified(&mut minified, &document);
+    String::from_utf8(minified).map_err(|err| {
         ToolError::new(
             codes::INTERNAL_ERROR,
             format!("unreadable catalog answer: {err}"),
         )
-    })?;
-    let column_count = details["columns"].as_array().map_or(0, Vec::len);
-    details["columnCount"] = json!(column_count);
-    Ok(details)
+    })
 }
