@@ -10,7 +10,8 @@
 //! BENCH_TARGETS (a subset of "warm,cold,pgbench,toolbox,dbhub") and
 //! BENCH_WORKLOADS (a subset of "point,literal,rows,details"),
 //! BENCH_REPEATS (each cell's repeats, default 3; medians are reported),
-//! BENCH_POOL_MAX (the module's pool.max, default 10),
+//! BENCH_POOL_MAX (the module's pool.max, default 4 as Toolbox's pool here),
+//! BENCH_PIN=1 (PostgreSQL on CPU 1, the rest on CPU 0),
 //! BENCH_AUDIT (where the audit log goes, default a temporary file; "off"
 //! for none), BENCH_METRICS ("off": no metrics endpoint). Targets: "warm"
 //! and "modern" (ours, warm token caches, the legacy and the 2026-07-28
@@ -341,16 +342,36 @@ fn main() {
     let targets = env_filter("BENCH_TARGETS");
     let workloads = env_filter("BENCH_WORKLOADS");
     eprintln!("setting up: cluster, IdP, mcp-delegate (release)...");
+    // BENCH_PIN=1: PostgreSQL on CPU 1, everything else (this harness,
+    // its load threads, the servers under test) on CPU 0: what the
+    // servers do when the database does not compete for their core.
+    let pinned = std::env::var("BENCH_PIN").is_ok_and(|v| v == "1");
+    if pinned {
+        pin(std::process::id(), "0");
+    }
     let cluster = Cluster::start();
     cluster.exec("postgres", FIXTURE);
     let postgres_pid = cluster.postmaster_pid();
+    if let (true, Some(pid)) = (pinned, postgres_pid) {
+        // Backends forked from now on inherit the postmaster's CPU.
+        pin(pid, "1");
+        for child in std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            pin(child, "1");
+        }
+    }
     let idp = TestIdp::start();
     idp.add_user("bench", "bench_user", &["sql-read"]);
-    // BENCH_POOL_MAX: the module's pool.max (default 10, the seed's).
+    // BENCH_POOL_MAX: the module's pool.max; by default 4, what MCP
+    // Toolbox's pgx pool holds on this machine (max(4, cores)): on two
+    // cores shared with PostgreSQL, more backends only lengthen the tail.
     let pool_max: u32 = std::env::var("BENCH_POOL_MAX")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(4);
     let mut config = json!({
         "auth": {"trustedIDPs": [
             {"name": "requestor-jwt", "issuer": idp.issuer, "audience": "mcp-oauth", "jwksUri": idp.jwks_uri()},
@@ -359,7 +380,7 @@ fn main() {
         "delegation": {"modules": {"postgresql1": {
             "host": "127.0.0.1", "port": cluster.port, "database": "postgres",
             "user": "mcp_service", "password": "bench",
-            "pool": {"max": pool_max, "min": 4, "idleTimeoutMillis": 60000, "connectionTimeoutMillis": 10000},
+            "pool": {"max": pool_max, "min": pool_max.min(4), "idleTimeoutMillis": 60000, "connectionTimeoutMillis": 10000},
             "tokenExchange": {"idpName": "te", "tokenEndpoint": idp.token_endpoint(),
                 "clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET, "audience": "bench-db",
                 "cache": {"enabled": true, "ttlSeconds": 300}}
@@ -536,6 +557,7 @@ fn main() {
         audit: audit.is_some(),
         metrics: metrics_on,
         cold_reused,
+        pinned,
     };
     let report = render(
         &rows,
@@ -560,6 +582,16 @@ fn main() {
         eprintln!("wrote {}", doc_path.display());
     }
     drop(peers);
+}
+
+/// Binds every thread of process `pid` to the CPUs in `list` (taskset).
+fn pin(pid: u32, list: &str) {
+    let pinned = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", list, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(pinned, "taskset could not pin {pid} to CPU {list}");
 }
 
 /// pgbench's scripts for a workload: the delegated transaction and the
@@ -596,6 +628,7 @@ struct Settings {
     audit: bool,
     metrics: bool,
     cold_reused: bool,
+    pinned: bool,
 }
 
 fn find<'a>(rows: &'a [Row], workload: Workload, clients: usize, target: &str) -> Option<&'a Row> {
@@ -628,6 +661,9 @@ fn render(
         on_off(settings.audit),
         on_off(settings.metrics),
     );
+    if settings.pinned {
+        out.push_str("Pinned (`BENCH_PIN=1`): PostgreSQL on CPU 1; the load generator and the server under test on CPU 0.\n\n");
+    }
     if settings.cold_reused {
         out.push_str("Note: the cold-cache runs ran out of fresh tokens and reused some; their figures are an upper bound.\n\n");
     }
