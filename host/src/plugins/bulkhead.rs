@@ -30,6 +30,7 @@ pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct BulkheadLimits {
     pub concurrent: u32,
     pub queued: u32,
+    /// Zero: no bound (as `pool.connectionTimeoutMillis: 0` means).
     pub queue_wait: Duration,
     /// What a queued call that waited in vain is told: the plugin's
     /// answer (`POOL_EXHAUSTED` for PostgreSQL), else MODULE_BUSY.
@@ -120,7 +121,12 @@ impl Bulkhead {
             Ok(running) => running,
             Err(_) => {
                 let wait = self.running.clone().acquire_owned();
-                match tokio::time::timeout(self.limits.queue_wait, wait).await {
+                let waited = if self.limits.queue_wait.is_zero() {
+                    Ok(wait.await)
+                } else {
+                    tokio::time::timeout(self.limits.queue_wait, wait).await
+                };
+                match waited {
                     Ok(Ok(running)) => running,
                     _ => return Err(self.waited_in_vain(module)),
                 }
@@ -220,5 +226,28 @@ mod tests {
         let error = bulkhead.enter("m").await.err().unwrap();
         assert_eq!(error.error, codes::POOL_EXHAUSTED);
         assert!(error.message.contains("module 'm'") && error.message.ends_with("raise pool.max"));
+    }
+
+    #[tokio::test]
+    async fn a_zero_queue_wait_means_no_bound() {
+        let bulkhead = Arc::new(Bulkhead::new(BulkheadLimits {
+            concurrent: 1,
+            queued: 1,
+            queue_wait: Duration::ZERO,
+            timeout_answer: None,
+        }));
+        let running = bulkhead.enter("m").await.unwrap();
+        let waiting = {
+            let bulkhead = bulkhead.clone();
+            tokio::spawn(async move { bulkhead.enter("m").await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "still waiting, not refused at once");
+        drop(running);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("the queued call got the freed place")
+            .unwrap()
+            .unwrap();
     }
 }

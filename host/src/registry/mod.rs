@@ -128,7 +128,12 @@ pub fn build(
                 .queue_timeout_millis
                 .or(report.busy.as_ref().map(|busy| busy.wait_millis))
                 .map_or(DEFAULT_QUEUE_TIMEOUT, Duration::from_millis),
-            timeout_answer: report.busy.clone(),
+            // The plugin's answer speaks of its own bound (the pool):
+            // only when that is the bound in force.
+            timeout_answer: report
+                .busy
+                .clone()
+                .filter(|_| entry.host.max_concurrent_calls.is_none()),
         };
         diagnostics.extend_under(&path, report);
         if limits.concurrent == 0 {

@@ -4,8 +4,9 @@
 //! (first use of a connection: P×5 named statements)
 //! B/E    BEGIN READ ONLY | BEGIN                                      step 0
 //! B/E    SELECT pg_catalog.set_config('role', $1, true)               step 1
-//! [P] B/D/E  <the user's statement> (named, cached per connection by its
-//!          text), untyped text parameters, at most maxRows+1 rows       step 2
+//! [P] B/D/E  <the user's statement> (unnamed on its text's first run,  step 2
+//!          then named and cached per connection by its text), untyped
+//!          text parameters, at most maxRows+1 rows
 //! P/B/E  the guard (crate::sql::GUARD): identity unchanged, count of   step 3
 //!        SQL-level prepared statements, session advisory locks released
 //! B/E    ROLLBACK | COMMIT                                            step 4
@@ -314,7 +315,10 @@ fn run_batch(
     })();
     if let Err(err) = encoded {
         connection.buffer().clear();
-        connection.statements.forget(sql);
+        // Statements evicted for this one left the bookkeeping, but their
+        // Close messages went with the buffer: reset the session so none
+        // is left on the server.
+        discard_all(connection);
         return Err(ToolError::new(
             codes::INVALID_ARGUMENTS,
             format!("the statement cannot be sent: {err}"),

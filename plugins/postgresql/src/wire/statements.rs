@@ -70,7 +70,8 @@ impl SessionStatements {
 
     /// The statement for `sql`: the cached one; the unnamed one for a text
     /// not seen lately (or too long to cache); else a new name (recorded
-    /// now; call [`SessionStatements::forget`] if creating it failed).
+    /// now; if creating it fails, the session is reset and
+    /// [`SessionStatements::forget_all`] called).
     pub fn user_statement(&mut self, sql: &str) -> UserStatement {
         self.clock += 1;
         if let Some(cached) = self.cached.get_mut(sql) {
@@ -135,13 +136,6 @@ impl SessionStatements {
             self.seen_next = (self.seen_next + 1) % SEEN_ONCE;
         }
         true
-    }
-
-    /// `sql`'s statement does not exist (its creation failed).
-    pub fn forget(&mut self, sql: &str) {
-        if self.cached.remove(sql).is_some() {
-            self.cached_bytes -= sql.len();
-        }
     }
 }
 
