@@ -157,13 +157,22 @@ impl Bulkhead {
 mod tests {
     use super::*;
 
-    fn bulkhead(queue_wait: Duration) -> Bulkhead {
+    /// `concurrent` running places and one in the queue.
+    fn bulkhead_of(
+        concurrent: u32,
+        queue_wait: Duration,
+        timeout_answer: Option<BusyAnswer>,
+    ) -> Bulkhead {
         Bulkhead::new(BulkheadLimits {
-            concurrent: 2,
+            concurrent,
             queued: 1,
             queue_wait,
-            timeout_answer: None,
+            timeout_answer,
         })
+    }
+
+    fn bulkhead(queue_wait: Duration) -> Bulkhead {
+        bulkhead_of(2, queue_wait, None)
     }
 
     #[tokio::test]
@@ -212,16 +221,15 @@ mod tests {
 
     #[tokio::test]
     async fn the_plugin_says_what_a_call_that_waited_in_vain_is_told() {
-        let bulkhead = Bulkhead::new(BulkheadLimits {
-            concurrent: 1,
-            queued: 1,
-            queue_wait: Duration::from_millis(50),
-            timeout_answer: Some(BusyAnswer {
+        let bulkhead = bulkhead_of(
+            1,
+            Duration::from_millis(50),
+            Some(BusyAnswer {
                 wait_millis: 50,
                 code: codes::POOL_EXHAUSTED.to_owned(),
                 hint: "raise pool.max".to_owned(),
             }),
-        });
+        );
         let _running = bulkhead.enter("m").await.unwrap();
         let error = bulkhead.enter("m").await.err().unwrap();
         assert_eq!(error.error, codes::POOL_EXHAUSTED);
@@ -230,12 +238,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_zero_queue_wait_means_no_bound() {
-        let bulkhead = Arc::new(Bulkhead::new(BulkheadLimits {
-            concurrent: 1,
-            queued: 1,
-            queue_wait: Duration::ZERO,
-            timeout_answer: None,
-        }));
+        let bulkhead = Arc::new(bulkhead_of(1, Duration::ZERO, None));
         let running = bulkhead.enter("m").await.unwrap();
         let waiting = {
             let bulkhead = bulkhead.clone();

@@ -32,6 +32,9 @@ use mcp_delegate_tests::pg::{free_port, pg_bin_dir, Cluster};
 use serde_json::json;
 
 mod peers;
+mod report;
+
+use report::{Cell, Memory, Settings};
 
 /// The test clusters take passwords (SCRAM) over TCP, as the module
 /// requires: every role the benchmark logs in as over TCP has `bench`.
@@ -227,83 +230,11 @@ fn selected(filter: &Option<Vec<String>>, item: &str) -> bool {
         .is_none_or(|items| items.iter().any(|i| i == item))
 }
 
-const OURS: &str = "mcp-delegate";
-const OURS_MODERN: &str = "mcp-delegate, 2026-07-28 form";
+pub const OURS: &str = "mcp-delegate";
+pub const OURS_MODERN: &str = "mcp-delegate, 2026-07-28 form";
 const OURS_COLD: &str = "mcp-delegate, token caches cold";
 const PGBENCH_FLOOR: &str = "pgbench: delegated transaction (floor)";
 const PGBENCH_BARE: &str = "pgbench: bare query";
-
-/// One measured cell of one repeat.
-struct Sample {
-    workload: Workload,
-    clients: usize,
-    target: String,
-    m: Measurement,
-    /// CPU per call of the server under test and of PostgreSQL, in µs.
-    server_us: Option<f64>,
-    pg_us: Option<f64>,
-}
-
-/// Medians over a cell's repeats.
-struct Row {
-    workload: Workload,
-    clients: usize,
-    target: String,
-    m: Measurement,
-    server_us: Option<f64>,
-    pg_us: Option<f64>,
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
-
-/// The medians of each (workload, clients, target), in first-seen order.
-fn medians(samples: &[Sample]) -> Vec<Row> {
-    let mut rows: Vec<Row> = Vec::new();
-    for sample in samples {
-        if rows.iter().any(|r| {
-            r.workload == sample.workload
-                && r.clients == sample.clients
-                && r.target == sample.target
-        }) {
-            continue;
-        }
-        let same: Vec<&Sample> = samples
-            .iter()
-            .filter(|s| {
-                s.workload == sample.workload
-                    && s.clients == sample.clients
-                    && s.target == sample.target
-            })
-            .collect();
-        let of = |f: fn(&Sample) -> f64| median(same.iter().map(|s| f(s)).collect());
-        let optional = |f: fn(&Sample) -> Option<f64>| {
-            let values: Vec<f64> = same.iter().filter_map(|s| f(s)).collect();
-            (!values.is_empty()).then(|| median(values))
-        };
-        rows.push(Row {
-            workload: sample.workload,
-            clients: sample.clients,
-            target: sample.target.clone(),
-            m: Measurement {
-                calls_per_second: of(|s| s.m.calls_per_second),
-                p50_ms: of(|s| s.m.p50_ms),
-                p95_ms: of(|s| s.m.p95_ms),
-                p99_ms: of(|s| s.m.p99_ms),
-                errors: same.iter().map(|s| s.m.errors).sum(),
-            },
-            server_us: optional(|s| s.server_us),
-            pg_us: optional(|s| s.pg_us),
-        });
-    }
-    rows
-}
 
 /// Runs one cell, reading the CPU counters of the server process tree and
 /// of PostgreSQL (the postmaster and its backends, reaped ones included)
@@ -420,7 +351,7 @@ fn main() {
     let warm = TokenSource::Warm(Arc::new(warm_token));
 
     let peers = peers::start_all(&cluster, |key| selected(&targets, key));
-    let mut samples: Vec<Sample> = Vec::new();
+    let mut samples: Vec<Cell> = Vec::new();
     let selected_workloads: Vec<Workload> = Workload::ALL
         .into_iter()
         .filter(|w| selected(&workloads, w.key()))
@@ -437,7 +368,7 @@ fn main() {
                 let mut record =
                     |target: &str, server: Option<u32>, run: &dyn Fn() -> Measurement| {
                         let (m, server_us, pg_us) = measured(seconds, server, postgres_pid, run);
-                        samples.push(Sample {
+                        samples.push(Cell {
                             workload,
                             clients,
                             target: target.to_owned(),
@@ -522,7 +453,7 @@ fn main() {
                     http_load(clients, seconds, requests, mcp_ok())
                 });
                 offset += (m.calls_per_second * (seconds.as_secs_f64() + 0.5)) as usize + clients;
-                samples.push(Sample {
+                samples.push(Cell {
                     workload,
                     clients,
                     target: OURS_COLD.to_owned(),
@@ -550,7 +481,7 @@ fn main() {
         peak_warm: None,
         peak: p.memory().1,
     }));
-    let rows = medians(&samples);
+    let rows = report::medians(&samples);
     let settings = Settings {
         seconds,
         repeats,
@@ -559,7 +490,7 @@ fn main() {
         cold_reused,
         pinned,
     };
-    let report = render(
+    let report = report::render(
         &rows,
         &memory,
         &settings,
@@ -612,128 +543,4 @@ fn pgbench_scripts(workload: Workload) -> (String, String) {
         ),
         format!("\\set id random(1, {modulo})\n{query}\n"),
     )
-}
-
-struct Memory {
-    name: String,
-    idle: f64,
-    /// Our peak before the cold-token runs.
-    peak_warm: Option<f64>,
-    peak: f64,
-}
-
-struct Settings {
-    seconds: Duration,
-    repeats: usize,
-    audit: bool,
-    metrics: bool,
-    cold_reused: bool,
-    pinned: bool,
-}
-
-fn find<'a>(rows: &'a [Row], workload: Workload, clients: usize, target: &str) -> Option<&'a Row> {
-    rows.iter()
-        .find(|r| r.workload == workload && r.clients == clients && r.target == target)
-}
-
-fn micros(value: Option<f64>) -> String {
-    value.map_or_else(|| "–".to_owned(), |us| format!("{us:.0}"))
-}
-
-fn render(
-    rows: &[Row],
-    memory: &[Memory],
-    settings: &Settings,
-    clients: &[usize],
-    workloads: &[Workload],
-) -> String {
-    let machine = mcp_delegate_tests::bench::machine_description();
-    let on_off = |on: bool| if on { "on" } else { "off" };
-    let mut out = format!(
-        "## Tool calls against the floor and the peers\n\nMachine: {machine}; load generator, servers and PostgreSQL share them. \
-         {}s per cell after a 0.3s warm-up, each cell's targets one after the other, the whole cell repeated {} times: \
-         medians of the repeats (cold tokens: one run). mcp-delegate with authentication (RS256 bearer token, \
-         verified-token cache), token exchange (cache warm), delegation, the SQL policy, audit to a file ({}) and \
-         metrics ({}). CPU per call: the server's process tree and PostgreSQL's (postmaster and backends) around \
-         each cell, warm-up included. Generated by `target/release/mcp-delegate-bench`.\n\n",
-        settings.seconds.as_secs(),
-        settings.repeats,
-        on_off(settings.audit),
-        on_off(settings.metrics),
-    );
-    if settings.pinned {
-        out.push_str("Pinned (`BENCH_PIN=1`): PostgreSQL on CPU 1; the load generator and the server under test on CPU 0.\n\n");
-    }
-    if settings.cold_reused {
-        out.push_str("Note: the cold-cache runs ran out of fresh tokens and reused some; their figures are an upper bound.\n\n");
-    }
-    for &workload in workloads {
-        out.push_str(&format!(
-            "### {}\n\n| clients | target | calls/s | p50 ms | p95 ms | p99 ms | errors | server µs/call | PostgreSQL µs/call |\n\
-             | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
-            workload.label()
-        ));
-        for &c in clients {
-            for row in rows
-                .iter()
-                .filter(|r| r.workload == workload && r.clients == c)
-            {
-                let m = row.m;
-                out.push_str(&format!(
-                    "| {c} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |\n",
-                    row.target,
-                    m.calls_per_second,
-                    m.p50_ms,
-                    m.p95_ms,
-                    m.p99_ms,
-                    m.errors,
-                    micros(row.server_us),
-                    micros(row.pg_us)
-                ));
-            }
-        }
-        out.push_str(
-            "\nRatios (mcp-delegate ÷ other, medians; throughput higher is better, p99 lower is better):\n\n\
-             | clients | vs | throughput ratio | p99 ratio |\n| --- | --- | --- | --- |\n",
-        );
-        for &c in clients {
-            let Some(ours) = find(rows, workload, c, OURS) else {
-                continue;
-            };
-            if let Some(modern) = find(rows, workload, c, OURS_MODERN) {
-                out.push_str(&format!(
-                    "| {c} | 2026-07-28 form ÷ legacy form (ours) | {:.2} | {:.2} |\n",
-                    modern.m.calls_per_second / ours.m.calls_per_second.max(1e-9),
-                    modern.m.p99_ms / ours.m.p99_ms.max(1e-9)
-                ));
-            }
-            for row in rows.iter().filter(|r| {
-                r.workload == workload
-                    && r.clients == c
-                    && !r.target.starts_with(OURS)
-                    && r.m.calls_per_second > 0.0
-            }) {
-                out.push_str(&format!(
-                    "| {c} | {} | {:.2} | {:.2} |\n",
-                    row.target,
-                    ours.m.calls_per_second / row.m.calls_per_second,
-                    ours.m.p99_ms / row.m.p99_ms.max(1e-9)
-                ));
-            }
-        }
-        out.push('\n');
-    }
-    out.push_str(
-        "### Resident memory (MiB)\n\n| server | idle | peak with warm tokens | peak during the run |\n| --- | --- | --- | --- |\n",
-    );
-    for m in memory {
-        let warm = m
-            .peak_warm
-            .map_or_else(|| "–".to_owned(), |p| format!("{p:.1}"));
-        out.push_str(&format!(
-            "| {} | {:.1} | {warm} | {:.1} |\n",
-            m.name, m.idle, m.peak
-        ));
-    }
-    out
 }
