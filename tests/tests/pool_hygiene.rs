@@ -2,10 +2,8 @@
 //! connection; a dead database affects only its own module and heals.
 
 use mcp_delegate_tests::host::Host;
-use mcp_delegate_tests::idp::TestIdp;
-use mcp_delegate_tests::paths::{plugin_dir, plugin_library};
-use mcp_delegate_tests::pg::Cluster;
-use mcp_delegate_tests::pgfixture::{auth_section, module_entry, rows, Delegated, FIXTURE_SQL};
+use mcp_delegate_tests::pg::PgVersion;
+use mcp_delegate_tests::pgfixture::{rows, Delegated, TwoDatabases};
 use serde_json::{json, Value};
 
 const PROBE: &str = "SELECT current_user AS u, current_setting('search_path') AS p, \
@@ -72,20 +70,13 @@ fn three_users_over_two_connections_never_see_each_others_settings() {
 
 #[test]
 fn a_stopped_database_fails_only_its_own_tools_and_heals_on_restart() {
-    let primary = Cluster::start();
-    primary.exec("postgres", FIXTURE_SQL);
-    let analytics = Cluster::start();
-    analytics.exec("postgres", FIXTURE_SQL);
-    let idp = TestIdp::start();
-    let plugins = plugin_dir(&[plugin_library("mcp_delegate_postgresql")]);
-    let config = json!({
-        "auth": auth_section(&idp),
-        "delegation": {"modules": {
-            "postgresql1": module_entry(&primary, json!({})),
-            "postgresql2": module_entry(&analytics, json!({}))
-        }}
-    });
-    let mut host = Host::start(&config, plugins.path());
+    let mut databases = TwoDatabases::start(PgVersion::V15, json!({}));
+    let TwoDatabases {
+        second: analytics,
+        idp,
+        host,
+        ..
+    } = &mut databases;
     host.bearer = Some(idp.mint(
         "reader",
         "mcp-oauth",
@@ -98,25 +89,25 @@ fn a_stopped_database_fails_only_its_own_tools_and_heals_on_restart() {
         )
     };
     assert_eq!(
-        count(&mut host, "sql1-delegate")["structuredContent"]["rows"][0]["n"],
+        count(host, "sql1-delegate")["structuredContent"]["rows"][0]["n"],
         "2"
     );
     assert_eq!(
-        count(&mut host, "sql2-delegate")["structuredContent"]["rows"][0]["n"],
+        count(host, "sql2-delegate")["structuredContent"]["rows"][0]["n"],
         "2"
     );
 
     analytics.stop();
-    let error = Host::tool_error(&count(&mut host, "sql2-delegate"));
+    let error = Host::tool_error(&count(host, "sql2-delegate"));
     assert_eq!(error["error"], "DATABASE_UNAVAILABLE", "{error}");
     assert!(
         error["message"].as_str().unwrap().contains("postgresql2"),
         "{error}"
     );
-    assert_eq!(count(&mut host, "sql1-delegate")["isError"], false);
+    assert_eq!(count(host, "sql1-delegate")["isError"], false);
 
     analytics.restart();
-    let healed = count(&mut host, "sql2-delegate");
+    let healed = count(host, "sql2-delegate");
     assert_eq!(healed["isError"], false, "{healed}");
     assert_eq!(healed["structuredContent"]["rows"][0]["n"], "2");
 }
