@@ -16,5 +16,6 @@ pub mod idp;
 pub mod load;
 pub mod paths;
 pub mod pg;
+pub mod pgbouncer;
 pub mod pgfixture;
 pub mod sweep;

@@ -64,7 +64,7 @@ pub fn pg_bin_dir() -> PathBuf {
     PgVersion::V15.bin_dir()
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

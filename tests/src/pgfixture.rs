@@ -8,6 +8,7 @@ use crate::host::Host;
 use crate::idp::TestIdp;
 use crate::paths::{plugin_dir, plugin_library};
 use crate::pg::{Cluster, PgVersion};
+use crate::pgbouncer::PgBouncer;
 
 /// The delegation fixture: a NOINHERIT service account that may switch to
 /// every delegated role, among them `vault`, whose rows carry
@@ -66,8 +67,24 @@ GRANT SELECT ON orders TO reader;
 INSERT INTO orders VALUES (1, 1, 10.50), (2, 2, 20.25), (3, 1, 5.00);
 "#;
 
+/// How the module reaches the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Its own connections to PostgreSQL.
+    Direct,
+    /// Through a real PgBouncer in transaction mode ([`PgBouncer`], with
+    /// fewer server sessions than clients), with `pooler:
+    /// "pgbouncer-transaction"`.
+    PgBouncer,
+}
+
+/// Both routes, for tests that must hold either way.
+pub const ROUTES: [Route; 2] = [Route::Direct, Route::PgBouncer];
+
 /// Everything a delegation test needs.
 pub struct Delegated {
+    /// Stopped first (declared first): PgBouncer, when the route has one.
+    pub bouncer: Option<PgBouncer>,
     pub cluster: Cluster,
     pub idp: TestIdp,
     pub host: Host,
@@ -112,19 +129,59 @@ impl Delegated {
         config_extra: Value,
         extra_args: &[&str],
     ) -> Self {
+        Self::start_routed(
+            version,
+            Route::Direct,
+            module_extra,
+            config_extra,
+            extra_args,
+        )
+    }
+
+    /// As [`Delegated::start_on`], the module reaching the cluster by
+    /// `route`.
+    pub fn start_via(version: PgVersion, route: Route, module_extra: Value) -> Self {
+        Self::start_routed(version, route, module_extra, json!({}), &[])
+    }
+
+    /// As [`Delegated::start_full`], by `route`.
+    pub fn start_routed(
+        version: PgVersion,
+        route: Route,
+        module_extra: Value,
+        config_extra: Value,
+        extra_args: &[&str],
+    ) -> Self {
         let cluster = Cluster::start_version(version);
         cluster.exec("postgres", FIXTURE_SQL);
         let idp = TestIdp::start();
         let plugins = plugin_dir(&[plugin_library("mcp_delegate_postgresql")]);
+        // Two server sessions for the module's calls (one when its pool has
+        // one connection), so that calls share server sessions.
+        let server_pool = if module_extra["pool"]["max"] == 1 {
+            1
+        } else {
+            2
+        };
+        let bouncer = (route == Route::PgBouncer).then(|| PgBouncer::start(&cluster, server_pool));
+        let mut entry = module_entry(&cluster, json!({}));
+        if let Some(bouncer) = &bouncer {
+            entry["port"] = json!(bouncer.port);
+            entry["pooler"] = json!("pgbouncer-transaction");
+        }
+        if let (Some(entry), Value::Object(extra)) = (entry.as_object_mut(), module_extra) {
+            entry.extend(extra);
+        }
         let mut config = json!({
             "auth": auth_section(&idp),
-            "delegation": {"modules": {"postgresql1": module_entry(&cluster, module_extra)}}
+            "delegation": {"modules": {"postgresql1": entry}}
         });
         if let (Some(config), Value::Object(extra)) = (config.as_object_mut(), config_extra) {
             config.extend(extra);
         }
         let host = Host::start_with(&config, plugins.path(), extra_args);
         Self {
+            bouncer,
             cluster,
             idp,
             host,
@@ -198,4 +255,24 @@ pub fn rows(result: &Value) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+/// Turns functions `fn name(route: Route)` into two tests each,
+/// `direct::name` and `through_pgbouncer::name`.
+#[macro_export]
+macro_rules! on_every_route {
+    ($($name:ident),* $(,)?) => {
+        mod direct {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::pgfixture::Route::Direct)
+            })*
+        }
+        mod through_pgbouncer {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::pgfixture::Route::PgBouncer)
+            })*
+        }
+    };
 }

@@ -1,12 +1,12 @@
 //! Delegated execution against a real cluster: identities, RLS, roles.
 
 use mcp_delegate_tests::host::Host;
-use mcp_delegate_tests::pgfixture::{rows, Delegated};
+use mcp_delegate_tests::pg::PgVersion;
+use mcp_delegate_tests::pgfixture::{rows, Delegated, Route};
 use serde_json::json;
 
-#[test]
-fn each_user_sees_exactly_their_rows_as_their_own_role() {
-    let mut db = Delegated::start(json!({}));
+fn each_user_sees_exactly_their_rows_as_their_own_role(route: Route) {
+    let mut db = Delegated::start_via(PgVersion::V15, route, json!({}));
     let reader = db.token("reader", &["sql-read"]);
     let writer = db.token("writer", &["sql-read", "sql-write"]);
     let nobody = db.token("nobody", &[]);
@@ -79,9 +79,8 @@ fn each_user_sees_exactly_their_rows_as_their_own_role() {
     assert!(!owners.iter().any(|row| row.contains("forged")));
 }
 
-#[test]
-fn parameters_are_untyped_like_node_postgres_and_counted() {
-    let mut db = Delegated::start(json!({}));
+fn parameters_are_untyped_like_node_postgres_and_counted(route: Route) {
+    let mut db = Delegated::start_via(PgVersion::V15, route, json!({}));
     let reader = db.token("reader", &["sql-read"]);
     let seen = rows(&db.query_as(&reader, "SELECT body FROM notes WHERE id = $1", json!([1])));
     assert_eq!(seen, [json!({"body": "reader note 1"})]);
@@ -110,13 +109,16 @@ fn parameters_are_untyped_like_node_postgres_and_counted() {
 /// The delegated transaction is read-only for reads (even inside
 /// functions, and it cannot be switched back), atomic for writes, and a
 /// write whose identity changes mid-statement commits nothing.
-#[test]
-fn reads_cannot_write_and_failed_writes_leave_nothing() {
+fn reads_cannot_write_and_failed_writes_leave_nothing(route: Route) {
     // The functions are allowed, so that the database's own layers (the
     // read-only transaction, the guard) are what is tested here.
-    let mut db = Delegated::start(json!({"allowedFunctions": [
-        "public.sneak_write", "public.unlock_and_write", "public.write_then_switch"
-    ]}));
+    let mut db = Delegated::start_via(
+        PgVersion::V15,
+        route,
+        json!({"allowedFunctions": [
+            "public.sneak_write", "public.unlock_and_write", "public.write_then_switch"
+        ]}),
+    );
     db.cluster.exec(
         "postgres",
         "CREATE FUNCTION sneak_write() RETURNS int LANGUAGE plpgsql AS $$ \
@@ -178,10 +180,12 @@ fn reads_cannot_write_and_failed_writes_leave_nothing() {
 
 /// Statements are cached per connection; a table that changes shape under
 /// a cached `SELECT *` is read afresh, not answered with an error.
-#[test]
-fn cached_statements_follow_schema_changes() {
-    let mut db =
-        Delegated::start(json!({"pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 3000}}));
+fn cached_statements_follow_schema_changes(route: Route) {
+    let mut db = Delegated::start_via(
+        PgVersion::V15,
+        route,
+        json!({"pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 3000}}),
+    );
     let reader = db.token("reader", &["sql-read"]);
     let sql = "SELECT * FROM orders WHERE id = $1";
     for _ in 0..3 {
@@ -198,3 +202,10 @@ fn cached_statements_follow_schema_changes() {
     let result = db.query_as(&reader, sql, json!(["2"]));
     assert_eq!(rows(&result)[0]["id"], 2, "{result}");
 }
+
+mcp_delegate_tests::on_every_route!(
+    each_user_sees_exactly_their_rows_as_their_own_role,
+    parameters_are_untyped_like_node_postgres_and_counted,
+    reads_cannot_write_and_failed_writes_leave_nothing,
+    cached_statements_follow_schema_changes,
+);

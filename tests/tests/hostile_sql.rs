@@ -1,4 +1,5 @@
-//! Hostile SQL, run as a read-only user on PostgreSQL 15 and 18: every
+//! Hostile SQL, run as a read-only user on PostgreSQL 15 and 18, directly
+//! and through PgBouncer in transaction mode: every
 //! escape we know of from the peers we studied, and variants, and every
 //! function that runs query text (core, dblink, tablefunc, xml2) in every
 //! place a call can hide, silently or through an error message. None may
@@ -8,7 +9,7 @@
 
 use mcp_delegate_tests::host::Host;
 use mcp_delegate_tests::pg::PgVersion;
-use mcp_delegate_tests::pgfixture::Delegated;
+use mcp_delegate_tests::pgfixture::{Delegated, Route};
 use serde_json::{json, Value};
 
 const M: &str = "SQL_MULTIPLE_STATEMENTS";
@@ -335,10 +336,11 @@ fn digest(db: &Delegated) -> Vec<String> {
     state
 }
 
-fn hostile_sql_changes_nothing_and_leaks_nothing(version: PgVersion) {
+fn hostile_sql_changes_nothing_and_leaks_nothing(version: PgVersion, route: Route) {
     assert!(CASES.len() >= 80, "{} cases", CASES.len());
-    let mut db = Delegated::start_on(
+    let mut db = Delegated::start_via(
         version,
+        route,
         json!({"pool": {"max": 2, "min": 0, "connectionTimeoutMillis": 3000}}),
     );
     let reader = db.token("reader", &["sql-read"]);
@@ -426,32 +428,46 @@ fn hostile_sql_changes_nothing_and_leaks_nothing(version: PgVersion) {
             json!({"u": "reader", "s": "mcp_service", "p": "\"$user\", public"})
         );
     }
+    // Every server session the module used (its own, or PgBouncer's,
+    // whose idle sessions have no application name after their reset) is
+    // idle, as the service account, in no transaction.
     let sessions: Vec<String> = db.cluster.query_texts(
         "postgres",
-        "SELECT state || ':' || usename FROM pg_stat_activity WHERE application_name = 'mcp-delegate/postgresql1'",
+        "SELECT state || ':' || usename || ':' || (backend_xid IS NULL)::text \
+         FROM pg_stat_activity WHERE application_name = 'mcp-delegate/postgresql1' \
+            OR (usename = 'mcp_service' AND backend_type = 'client backend')",
     );
     assert!(!sessions.is_empty());
     assert!(
-        sessions.iter().all(|s| s == "idle:mcp_service"),
+        sessions.iter().all(|s| s == "idle:mcp_service:true"),
         "{sessions:?}"
     );
 }
 
 #[test]
 fn hostile_sql_on_postgresql_15_changes_nothing_and_leaks_nothing() {
-    hostile_sql_changes_nothing_and_leaks_nothing(PgVersion::V15);
+    hostile_sql_changes_nothing_and_leaks_nothing(PgVersion::V15, Route::Direct);
 }
 
 #[test]
 fn hostile_sql_on_postgresql_18_changes_nothing_and_leaks_nothing() {
-    hostile_sql_changes_nothing_and_leaks_nothing(PgVersion::V18);
+    hostile_sql_changes_nothing_and_leaks_nothing(PgVersion::V18, Route::Direct);
 }
 
 #[test]
-fn the_same_statements_are_refused_before_reaching_the_database() {
+fn hostile_sql_through_pgbouncer_on_postgresql_15_changes_nothing_and_leaks_nothing() {
+    hostile_sql_changes_nothing_and_leaks_nothing(PgVersion::V15, Route::PgBouncer);
+}
+
+#[test]
+fn hostile_sql_through_pgbouncer_on_postgresql_18_changes_nothing_and_leaks_nothing() {
+    hostile_sql_changes_nothing_and_leaks_nothing(PgVersion::V18, Route::PgBouncer);
+}
+
+fn the_same_statements_are_refused_before_reaching_the_database(route: Route) {
     // Refusals make no round trip: with the database stopped they still
     // answer with the policy's code, not DATABASE_UNAVAILABLE.
-    let mut db = Delegated::start(json!({}));
+    let mut db = Delegated::start_via(PgVersion::V15, route, json!({}));
     let reader = db.token("reader", &["sql-read"]);
     db.cluster.stop();
     for (sql, expected) in CASES.iter().filter(|(_, code)| [M, N, F, P].contains(code)) {
@@ -461,3 +477,5 @@ fn the_same_statements_are_refused_before_reaching_the_database() {
     }
     db.cluster.restart();
 }
+
+mcp_delegate_tests::on_every_route!(the_same_statements_are_refused_before_reaching_the_database);

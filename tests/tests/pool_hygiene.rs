@@ -3,7 +3,7 @@
 
 use mcp_delegate_tests::host::Host;
 use mcp_delegate_tests::pg::PgVersion;
-use mcp_delegate_tests::pgfixture::{rows, Delegated, TwoDatabases};
+use mcp_delegate_tests::pgfixture::{rows, Delegated, Route, TwoDatabases};
 use serde_json::{json, Value};
 
 const PROBE: &str = "SELECT current_user AS u, current_setting('search_path') AS p, \
@@ -21,10 +21,12 @@ const TRICKS: &[&str] = &[
     "SET statement_timeout = 1",
 ];
 
-#[test]
-fn three_users_over_two_connections_never_see_each_others_settings() {
-    let mut db =
-        Delegated::start(json!({"pool": {"max": 2, "min": 2, "connectionTimeoutMillis": 5000}}));
+fn three_users_over_two_connections_never_see_each_others_settings(route: Route) {
+    let mut db = Delegated::start_via(
+        PgVersion::V15,
+        route,
+        json!({"pool": {"max": 2, "min": 2, "connectionTimeoutMillis": 5000}}),
+    );
     let users = [
         ("reader", db.token("reader", &["sql-read"])),
         ("writer", db.token("writer", &["sql-read", "sql-write"])),
@@ -112,11 +114,14 @@ fn a_stopped_database_fails_only_its_own_tools_and_heals_on_restart() {
     assert_eq!(healed["structuredContent"]["rows"][0]["n"], "2");
 }
 
-#[test]
-fn an_exhausted_pool_answers_clearly_naming_the_module() {
-    let db = Delegated::start(json!({
-        "pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 500}
-    }));
+fn an_exhausted_pool_answers_clearly_naming_the_module(route: Route) {
+    let db = Delegated::start_via(
+        PgVersion::V15,
+        route,
+        json!({
+            "pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 500}
+        }),
+    );
     let reader = db.token("reader", &["sql-read"]);
     let url = db.host.mcp_url();
     let slow = {
@@ -153,13 +158,16 @@ fn an_exhausted_pool_answers_clearly_naming_the_module() {
     assert_eq!(slow.join().unwrap().unwrap(), 200);
 }
 
-#[test]
-fn an_identity_changed_inside_a_statement_is_caught_and_nothing_is_returned() {
+fn an_identity_changed_inside_a_statement_is_caught_and_nothing_is_returned(route: Route) {
     // The function is allowed: the guard is what this tests.
-    let mut db = Delegated::start(json!({
-        "pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 3000},
-        "allowedFunctions": ["public.become_writer"]
-    }));
+    let mut db = Delegated::start_via(
+        PgVersion::V15,
+        route,
+        json!({
+            "pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 3000},
+            "allowedFunctions": ["public.become_writer"]
+        }),
+    );
     // A function that switches role mid-statement: possible because the
     // session user (the service account) is a member of every delegated role.
     db.cluster.exec(
@@ -178,18 +186,22 @@ fn an_identity_changed_inside_a_statement_is_caught_and_nothing_is_returned() {
     assert_eq!(rows(&result), [json!({"u": "reader"})]);
 }
 
-/// A read ends in ROLLBACK rather than DISCARD ALL; everything a function
-/// can leave in a session during a read must still be gone for the next
-/// caller of the same (single) connection, and a replaced internal
-/// statement must not switch the guard off.
-#[test]
-fn a_read_leaves_nothing_in_the_session() {
+/// A read ends in ROLLBACK rather than DISCARD ALL (on a session of our
+/// own); everything a function can leave in a session during a read or a
+/// write must still be gone for the next caller of the same (single)
+/// connection, or behind PgBouncer the same single server session, and a
+/// replaced internal statement must not switch the guard off.
+fn a_call_leaves_nothing_in_the_session(route: Route) {
     // The planting functions are allowed: session hygiene is what this tests.
-    let mut db = Delegated::start(json!({
-        "pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 3000},
-        "allowedFunctions": ["public.plant_statement", "public.leave_traces",
-            "public.fake_internals", "public.prepared_by_sql"]
-    }));
+    let mut db = Delegated::start_via(
+        PgVersion::V15,
+        route,
+        json!({
+            "pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 3000},
+            "allowedFunctions": ["public.plant_statement", "public.leave_traces",
+                "public.fake_internals", "public.prepared_by_sql"]
+        }),
+    );
     db.cluster.exec(
         "postgres",
         "CREATE FUNCTION plant_statement() RETURNS int LANGUAGE plpgsql AS $$ BEGIN \
@@ -210,7 +222,7 @@ fn a_read_leaves_nothing_in_the_session() {
          CREATE FUNCTION prepared_by_sql() RETURNS bigint LANGUAGE sql AS \
            'SELECT count(*) FROM pg_prepared_statements WHERE from_sql'; \
          GRANT EXECUTE ON FUNCTION plant_statement(), leave_traces(), fake_internals(), \
-           prepared_by_sql() TO reader;",
+           prepared_by_sql() TO reader, writer;",
     );
     let reader = db.token("reader", &["sql-read"]);
     let checks = "SELECT current_user AS u, \
@@ -237,6 +249,22 @@ fn a_read_leaves_nothing_in_the_session() {
         );
     }
 
+    // A write commits: what its function left must go all the same.
+    let writer = db.token("writer", &["sql-read", "sql-write"]);
+    for planter in ["leave_traces", "plant_statement"] {
+        let result = db.query_as(
+            &writer,
+            &format!("INSERT INTO notes (body) SELECT 'planted ' || {planter}()"),
+            json!([]),
+        );
+        assert_eq!(result["structuredContent"]["rowCount"], 1, "{result}");
+        assert_eq!(
+            rows(&db.query_as(&reader, checks, json!([]))),
+            std::slice::from_ref(&clean),
+            "after a write with {planter}"
+        );
+    }
+
     // Internal statements replaced during the call: the call fails, and the
     // next one runs as the right user on a clean session.
     let result = db.query_as(&reader, "SELECT * FROM fake_internals()", json!([]));
@@ -244,3 +272,10 @@ fn a_read_leaves_nothing_in_the_session() {
     assert!(!result.to_string().contains("writer note"), "{result}");
     assert_eq!(rows(&db.query_as(&reader, checks, json!([]))), [clean]);
 }
+
+mcp_delegate_tests::on_every_route!(
+    three_users_over_two_connections_never_see_each_others_settings,
+    an_exhausted_pool_answers_clearly_naming_the_module,
+    an_identity_changed_inside_a_statement_is_caught_and_nothing_is_returned,
+    a_call_leaves_nothing_in_the_session,
+);

@@ -48,6 +48,15 @@ pub struct PgModuleConfig {
     /// past it are dropped and the result says `truncatedBy: "bytes"`.
     #[serde(default = "default_max_result_bytes")]
     pub max_result_bytes: usize,
+    /// `"pgbouncer-transaction"`: the module connects through PgBouncer
+    /// (or a pooler like it) in transaction mode; see `wire::Pooling`.
+    #[serde(default)]
+    pub pooler: Pooler,
+    /// The pooler keeps protocol-level named statements per client
+    /// (PgBouncer 1.21 and later with `max_prepared_statements`). Not
+    /// supported yet: refused by [`parse`].
+    #[serde(default)]
+    pub pooler_prepared_statements: bool,
     /// `"enforce"`: an unsafe service account disables the module;
     /// `"warn"`: it only logs (see profile.rs).
     #[serde(default)]
@@ -81,6 +90,26 @@ impl PgOptions {
                 Ok(crate::wire::tls::SslMode::Require) => ChannelBindingMode::Require,
                 _ => ChannelBindingMode::Prefer,
             })
+    }
+}
+
+/// `pooler`: what sits between the module and PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pooler {
+    /// Nothing, or a pooler in session mode: each connection is a session.
+    #[default]
+    None,
+    /// PgBouncer with `pool_mode = transaction`.
+    PgbouncerTransaction,
+}
+
+impl Pooler {
+    pub fn pooling(self) -> crate::wire::Pooling {
+        match self {
+            Self::None => crate::wire::Pooling::Session,
+            Self::PgbouncerTransaction => crate::wire::Pooling::Transaction,
+        }
     }
 }
 
@@ -237,6 +266,13 @@ pub fn parse(config: &Value) -> (Option<PgModuleConfig>, ConfigReport) {
     }
     if parsed.max_sql_tokens < 100 {
         error("maxSqlTokens", "must be at least 100");
+    }
+    if parsed.pooler_prepared_statements {
+        error(
+            "poolerPreparedStatements",
+            "not supported yet: behind a transaction-mode pooler the module runs \
+             every statement unnamed (remove the key, or set it to false)",
+        );
     }
     if parsed.max_result_bytes < 4096 {
         error("maxResultBytes", "must be at least 4096");

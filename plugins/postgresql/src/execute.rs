@@ -55,7 +55,7 @@ use postgres_protocol::message::backend::DataRowBody;
 use crate::identity::IdentityCache;
 use crate::pool::{PgPool, PooledConnection};
 use crate::sql;
-use crate::wire::{Column, Connection, DbError, Flow, RowSink, WireError};
+use crate::wire::{Column, Connection, DbError, Flow, Pooling, RowSink, UserStatement, WireError};
 
 /// Our named statements: (name, SQL, parameter count).
 const BEGIN_READ: (&str, &str, usize) = ("mcpd_begin_read", sql::BEGIN_READ, 0);
@@ -79,6 +79,8 @@ const STEP_ROLE: usize = 1;
 const STEP_USER: usize = 2;
 const STEP_GUARD: usize = 3;
 const STEP_END: usize = 4;
+/// Behind a transaction-mode pooler only: DISCARD ALL.
+const STEP_RESET: usize = 5;
 
 /// As whom, and how, one statement runs.
 pub struct Delegation<'a> {
@@ -218,20 +220,106 @@ pub fn run_pooled(
     }
 }
 
-/// Resets the session completely (and our named statements with it).
+/// Resets the session completely (and our named statements with it): the
+/// rollback of whatever transaction is open and DISCARD ALL, in one batch.
+/// One batch matters behind a transaction-mode pooler: a failed
+/// transaction keeps its server session assigned to us until the
+/// ReadyForQuery that follows the rollback, so the reset runs on the
+/// session the failed statement used (the pooler may hand the next
+/// transaction another one).
 fn discard_all(connection: &mut Connection) {
     connection.statements.forget_all();
-    let sent = crate::wire::encode_query(sql::ROLLBACK, connection.buffer())
-        .and_then(|()| crate::wire::encode_query(sql::DISCARD_ALL, connection.buffer()))
+    let buf = connection.buffer();
+    let sent = crate::wire::encode_step(sql::ROLLBACK, &[], 0, false, buf)
+        .and_then(|()| crate::wire::encode_step(sql::DISCARD_ALL, &[], 0, false, buf))
+        .map(|()| crate::wire::encode_sync(buf))
         .and_then(|()| connection.flush());
+    let mut no_rows = crate::wire::CollectRows::new(0);
     let clean = sent.is_ok()
-        && connection.read_group(0).is_ok()
         && connection
-            .read_group(0)
-            .is_ok_and(|discard| discard.error.is_none() && discard.transaction_status == b'I');
+            .read_batch(usize::MAX, &mut no_rows, None)
+            .is_ok_and(|reset| {
+                reset.error.is_none()
+                    && reset.transaction_status == b'I'
+                    && reset.completed.last().and_then(Option::as_deref) == Some("DISCARD ALL")
+            });
     if !clean {
         connection.mark_broken();
     }
+}
+
+/// The steps of a batch: our statements by name on a session of our own,
+/// as SQL behind a transaction-mode pooler.
+struct Steps<'a> {
+    begin: &'a str,
+    set_role: &'a str,
+    set_role_params: &'a [Option<&'a str>],
+    end: &'a str,
+    read_only: bool,
+}
+
+/// Encodes the batch on a session of our own: our statements named (and
+/// created on the connection's first batch), the user's named once its
+/// text is seen again; a write is followed by DISCARD ALL.
+fn encode_session_batch(
+    connection: &mut Connection,
+    steps: &Steps<'_>,
+    identity: &[Option<&str>],
+    user: &UserStatement,
+    sql: &str,
+    params: &[Option<&str>],
+    row_limit: i32,
+) -> Result<(), WireError> {
+    use crate::wire::{encode_prepare, encode_run_prepared, encode_step, encode_sync};
+    let prepare_fixed = !connection.statements.fixed_ready;
+    let buf = connection.buffer();
+    if prepare_fixed {
+        // Parse errors would surface as step 0's; they do not happen.
+        for (name, sql, param_count) in NAMED_STATEMENTS {
+            encode_prepare(name, sql, param_count, buf)?;
+        }
+    }
+    for evicted in &user.evict {
+        crate::wire::encode_close_statement(evicted, buf)?;
+    }
+    encode_run_prepared(steps.begin, &[], 0, false, buf)?;
+    encode_run_prepared(steps.set_role, steps.set_role_params, 0, false, buf)?;
+    if user.parse {
+        encode_prepare(&user.name, sql, params.len(), buf)?;
+    }
+    encode_run_prepared(&user.name, params, row_limit, true, buf)?;
+    encode_step(sql::GUARD, identity, 0, false, buf)?;
+    encode_run_prepared(steps.end, &[], 0, false, buf)?;
+    encode_sync(buf);
+    if !steps.read_only {
+        crate::wire::encode_query(sql::DISCARD_ALL, buf)?;
+    }
+    Ok(())
+}
+
+/// Encodes the batch behind a transaction-mode pooler: every statement
+/// unnamed (a named one would exist on one server session only), the
+/// per-transaction settings with the role, and DISCARD ALL before the
+/// Sync, so that the server session goes back to the pool clean: until
+/// the ReadyForQuery the pooler keeps it ours.
+fn encode_pooled_batch(
+    connection: &mut Connection,
+    steps: &Steps<'_>,
+    identity: &[Option<&str>],
+    sql: &str,
+    params: &[Option<&str>],
+    row_limit: i32,
+) -> Result<(), WireError> {
+    use crate::wire::{encode_step, encode_sync};
+    let buf = connection.buffer();
+    encode_step(steps.begin, &[], 0, false, buf)?;
+    encode_step(steps.set_role, steps.set_role_params, 0, false, buf)?;
+    encode_step(sql, params, row_limit, true, buf)?;
+    encode_step(sql::GUARD, identity, 0, false, buf)?;
+    encode_step(steps.end, &[], 0, false, buf)?;
+    encode_step(sql::DISCARD_ALL, &[], 0, false, buf)?;
+    encode_sync(buf);
+    Ok(())
 }
 
 /// Runs `sql` as `delegation.identity`, its rows to `sink`, at most
@@ -266,53 +354,76 @@ fn run_batch(
     may_retry: bool,
 ) -> Result<Outcome, ToolError> {
     let identity = [Some(delegation.identity)];
+    let pooled = connection.pooling() == Pooling::Transaction;
+    // Behind a pooler the session defaults are set in the transaction:
+    // the timeout and the application name are parameters after the
+    // claims (see sql::SET_ROLE_POOLED).
+    let session_defaults = pooled.then(|| {
+        (
+            connection.statement_timeout().to_owned(),
+            connection.application_name().to_owned(),
+        )
+    });
     let who = delegation.attribution;
-    let set_role_params = [
+    let mut set_role_params: [Option<&str>; 8] = [
         Some(delegation.identity),
         who.subject,
         who.client,
         who.tool,
         who.request_id,
-        who.claims,
+        None,
+        None,
+        None,
     ];
-    let (set_role, set_role_params) = match who.claims {
-        Some(_) => (SET_ROLE_CLAIMS.0, &set_role_params[..]),
-        None => (SET_ROLE.0, &set_role_params[..5]),
-    };
+    let mut count = 5;
+    let more = [
+        who.claims,
+        session_defaults
+            .as_ref()
+            .map(|(timeout, _)| timeout.as_str()),
+        session_defaults.as_ref().map(|(_, name)| name.as_str()),
+    ];
+    for value in more.into_iter().flatten() {
+        set_role_params[count] = Some(value);
+        count += 1;
+    }
+    let set_role_params = &set_role_params[..count];
     let (begin, end) = if delegation.read_only {
         (BEGIN_READ, ROLLBACK)
     } else {
         (BEGIN_WRITE, COMMIT)
     };
     let row_limit = i32::try_from(max_rows.saturating_add(1)).unwrap_or(i32::MAX);
-    let user = connection.statements.user_statement(sql);
-    let encoded = (|| {
-        use crate::wire::{encode_prepare, encode_run_prepared, encode_step, encode_sync};
-        let prepare_fixed = !connection.statements.fixed_ready;
-        let buf = connection.buffer();
-        if prepare_fixed {
-            // Parse errors would surface as step 0's; they do not happen.
-            for (name, sql, param_count) in NAMED_STATEMENTS {
-                encode_prepare(name, sql, param_count, buf)?;
-            }
-        }
-        for evicted in &user.evict {
-            crate::wire::encode_close_statement(evicted, buf)?;
-        }
-        encode_run_prepared(begin.0, &[], 0, false, buf)?;
-        encode_run_prepared(set_role, set_role_params, 0, false, buf)?;
-        if user.parse {
-            encode_prepare(&user.name, sql, params.len(), buf)?;
-        }
-        encode_run_prepared(&user.name, params, row_limit, true, buf)?;
-        encode_step(sql::GUARD, &identity, 0, false, buf)?;
-        encode_run_prepared(end.0, &[], 0, false, buf)?;
-        encode_sync(buf);
-        if !delegation.read_only {
-            crate::wire::encode_query(sql::DISCARD_ALL, buf)?;
-        }
-        Ok::<(), WireError>(())
-    })();
+    let user = if pooled {
+        UserStatement::unnamed()
+    } else {
+        connection.statements.user_statement(sql)
+    };
+    let encoded = if pooled {
+        let steps = Steps {
+            begin: begin.1,
+            set_role: match who.claims {
+                Some(_) => sql::SET_ROLE_CLAIMS_POOLED,
+                None => sql::SET_ROLE_POOLED,
+            },
+            set_role_params,
+            end: end.1,
+            read_only: delegation.read_only,
+        };
+        encode_pooled_batch(connection, &steps, &identity, sql, params, row_limit)
+    } else {
+        let steps = Steps {
+            begin: begin.0,
+            set_role: match who.claims {
+                Some(_) => SET_ROLE_CLAIMS.0,
+                None => SET_ROLE.0,
+            },
+            set_role_params,
+            end: end.0,
+            read_only: delegation.read_only,
+        };
+        encode_session_batch(connection, &steps, &identity, &user, sql, params, row_limit)
+    };
     if let Err(err) = encoded {
         connection.buffer().clear();
         // Statements evicted for this one left the bookkeeping, but their
@@ -340,20 +451,29 @@ fn run_batch(
             abandoned: true,
         });
     }
-    connection.statements.fixed_ready = true;
-    // A write's DISCARD ALL ran in the batch; a read needs none if clean.
-    let reset_done = if delegation.read_only {
-        true
+    let reset_done = if pooled {
+        // The batch ended with DISCARD ALL on the server session it ran on;
+        // after an error it was skipped, and the failed transaction keeps
+        // that session ours until discard_all below.
+        batch.completed.get(STEP_RESET).and_then(Option::as_deref) == Some("DISCARD ALL")
     } else {
-        let discard = connection
-            .read_group(0)
-            .map_err(|err| connection_lost(&err))?;
-        connection.statements.forget_all();
-        discard.error.is_none() && discard.transaction_status == b'I'
+        connection.statements.fixed_ready = true;
+        // A write's DISCARD ALL ran after the batch; a read needs none if
+        // clean.
+        if delegation.read_only {
+            true
+        } else {
+            let discard = connection
+                .read_group(0)
+                .map_err(|err| connection_lost(&err))?;
+            connection.statements.forget_all();
+            discard.error.is_none() && discard.transaction_status == b'I'
+        }
     };
-    // Anything but a clean batch (and, for a read, no SQL-level prepared
-    // statement left behind) gets the full reset.
-    let prepared_by_sql = delegation.read_only
+    // Anything but a clean batch (and, for a read on a session of our own,
+    // no SQL-level prepared statement left behind) gets the full reset.
+    let prepared_by_sql = !pooled
+        && delegation.read_only
         && batch
             .probe_row
             .as_ref()

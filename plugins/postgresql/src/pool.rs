@@ -136,6 +136,7 @@ impl PgPool {
             require_auth,
             require_channel_binding: config.options.channel_binding()
                 == crate::config::ChannelBindingMode::Require,
+            pooling: config.pooler.pooling(),
         };
         let idle_timeout = match config.pool.idle_timeout_millis {
             0 => None,

@@ -16,7 +16,7 @@ pub const BEGIN_WRITE: &str = "BEGIN";
 /// The statement that sets the role and the attribution, with more
 /// settings appended.
 macro_rules! set_role_sql {
-    ($($more:literal),*) => {
+    ($($more:expr),*) => {
         concat!(
             "SELECT pg_catalog.set_config('role', $1, true), \
              pg_catalog.set_config('mcp.subject', $2, true), \
@@ -38,6 +38,39 @@ pub const SET_ROLE: &str = set_role_sql!();
 /// `request.jwt.claims` (PostgREST's name), for `claimsSetting: true`.
 pub const SET_ROLE_CLAIMS: &str =
     set_role_sql!(", pg_catalog.set_config('request.jwt.claims', $6, true)");
+/// What a transaction-mode pooler's client sets in every transaction
+/// instead of at start-up, after the role: every session default the
+/// module relies on, with the statement timeout and the application name
+/// as the parameters `$t` and `$a`. The pooler neither passes the
+/// untracked ones on nor restores the ones it tracks after the DISCARD ALL
+/// that ends each batch (seen with PgBouncer 1.18: the next transaction
+/// on that server session had the server's DateStyle and no application
+/// name), so nothing of the server session's own is trusted.
+macro_rules! pooled_settings {
+    ($t:literal, $a:literal) => {
+        concat!(
+            ", pg_catalog.set_config('statement_timeout', ",
+            $t,
+            ", true), pg_catalog.set_config('application_name', ",
+            $a,
+            ", true), \
+             pg_catalog.set_config('DateStyle', 'ISO, YMD', true), \
+             pg_catalog.set_config('TimeZone', 'UTC', true), \
+             pg_catalog.set_config('IntervalStyle', 'iso_8601', true), \
+             pg_catalog.set_config('extra_float_digits', '3', true), \
+             pg_catalog.set_config('standard_conforming_strings', 'on', true)"
+        )
+    };
+}
+/// [`SET_ROLE`] behind a transaction-mode pooler (`wire::Pooling`): `$6`
+/// the statement timeout, `$7` the application name.
+pub const SET_ROLE_POOLED: &str = set_role_sql!(pooled_settings!("$6", "$7"));
+/// [`SET_ROLE_CLAIMS`] behind a transaction-mode pooler: `$7` the
+/// statement timeout, `$8` the application name.
+pub const SET_ROLE_CLAIMS_POOLED: &str = set_role_sql!(
+    ", pg_catalog.set_config('request.jwt.claims', $6, true)",
+    pooled_settings!("$7", "$8")
+);
 pub const ROLLBACK: &str = "ROLLBACK";
 pub const COMMIT: &str = "COMMIT";
 pub const DISCARD_ALL: &str = "DISCARD ALL";
@@ -262,6 +295,8 @@ const ALL: &[&str] = &[
     BEGIN_WRITE,
     SET_ROLE,
     SET_ROLE_CLAIMS,
+    SET_ROLE_POOLED,
+    SET_ROLE_CLAIMS_POOLED,
     ROLLBACK,
     COMMIT,
     DISCARD_ALL,

@@ -85,6 +85,25 @@ pub struct ConnectParams {
     /// `options.channelBinding: "require"`: SCRAM-SHA-256-PLUS over TLS
     /// or no login.
     pub require_channel_binding: bool,
+    /// Whether this connection is a session of its own or a client of a
+    /// transaction-mode pooler.
+    pub pooling: Pooling,
+}
+
+/// What a connection is to the server behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pooling {
+    /// A session of our own: named statements and session defaults set at
+    /// start-up last as long as the connection.
+    #[default]
+    Session,
+    /// A client of a transaction-mode pooler (PgBouncer `pool_mode =
+    /// transaction`): each transaction may run on another server session,
+    /// so nothing may outlive one. Start-up carries only the parameters
+    /// the pooler tracks and sets per session; the rest is set per
+    /// transaction, statements are unnamed, and every batch ends by
+    /// resetting the server session it ran on (see `crate::execute`).
+    Transaction,
 }
 
 impl std::fmt::Debug for ConnectParams {
@@ -214,6 +233,9 @@ impl Connection {
             write_buf: BytesMut::with_capacity(4 * 1024),
             broken: false,
             statements: super::SessionStatements::default(),
+            pooling: params.pooling,
+            statement_timeout: params.statement_timeout_ms.to_string(),
+            application_name: params.application_name.clone(),
             last_used: Instant::now(),
             cancel: None,
             server_major: 0,
@@ -279,7 +301,7 @@ impl Connection {
         // Session defaults that make text results ISO 8601 and stable; they
         // are what RESET/DISCARD ALL return to.
         let statement_timeout = params.statement_timeout_ms.to_string();
-        let parameters = [
+        let mut parameters = vec![
             ("user", params.user.as_str()),
             ("database", params.database.as_str()),
             ("application_name", params.application_name.as_str()),
@@ -294,6 +316,18 @@ impl Connection {
             // database default says (a client value takes precedence).
             ("standard_conforming_strings", "on"),
         ];
+        if params.pooling == Pooling::Transaction {
+            // A transaction-mode pooler refuses start-up parameters it
+            // does not track (PgBouncer: "unsupported startup parameter"),
+            // and could not keep them per client anyway: these three are
+            // set in every transaction instead (crate::sql::SET_ROLE_POOLED).
+            parameters.retain(|(name, _)| {
+                !matches!(
+                    *name,
+                    "IntervalStyle" | "extra_float_digits" | "statement_timeout"
+                )
+            });
+        }
         frontend::startup_message(parameters.iter().copied(), &mut self.write_buf)?;
         self.flush()?;
         let deadline = params

@@ -30,11 +30,11 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::BytesMut;
-pub use connect::{AuthMethod, ConnectParams};
+pub use connect::{AuthMethod, ConnectParams, Pooling};
 pub use message::{encode_query, encode_run_prepared, encode_step, Column, DbError, GroupResult};
 pub use pipeline::{encode_close_statement, encode_prepare, encode_sync, CollectRows};
 pub use read::{Flow, RowSink};
-pub use statements::SessionStatements;
+pub use statements::{SessionStatements, UserStatement};
 
 /// Everything that can go wrong on a connection.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,12 @@ pub struct Connection {
     broken: bool,
     /// The named statements that exist on this session.
     pub statements: SessionStatements,
+    pooling: Pooling,
+    /// `statement_timeout` in milliseconds, as text: a start-up parameter
+    /// on a session of our own, set per transaction behind a pooler.
+    statement_timeout: String,
+    /// As sent at start-up; set per transaction behind a pooler too.
+    application_name: String,
     last_used: Instant,
     cancel: Option<CancelKey>,
     /// The server's major version (`server_version` at start-up).
@@ -110,6 +116,18 @@ impl Connection {
 
     pub fn idle_for(&self) -> std::time::Duration {
         self.last_used.elapsed()
+    }
+
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    pub fn statement_timeout(&self) -> &str {
+        &self.statement_timeout
+    }
+
+    pub fn application_name(&self) -> &str {
+        &self.application_name
     }
 
     pub fn server_major(&self) -> u32 {

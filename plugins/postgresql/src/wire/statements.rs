@@ -60,6 +60,17 @@ pub struct UserStatement {
     pub evict: Vec<String>,
 }
 
+impl UserStatement {
+    /// The unnamed statement, parsed for this run only.
+    pub fn unnamed() -> Self {
+        Self {
+            name: String::new(),
+            parse: true,
+            evict: Vec::new(),
+        }
+    }
+}
+
 impl SessionStatements {
     /// Every named statement is gone (after `DISCARD ALL`).
     pub fn forget_all(&mut self) {
@@ -83,11 +94,7 @@ impl SessionStatements {
             };
         }
         if sql.len() > MAX_CACHED_TEXT || self.first_sighting(sql) {
-            return UserStatement {
-                name: String::new(),
-                parse: true,
-                evict: Vec::new(),
-            };
+            return UserStatement::unnamed();
         }
         let mut evict = Vec::new();
         while self.cached.len() >= USER_STATEMENT_CACHE
