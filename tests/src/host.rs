@@ -140,6 +140,22 @@ impl Host {
         Self::start_full(config, plugin_dir, extra_args, "info", env)
     }
 
+    /// As [`Host::start`], on `port` (a replica restarted where its load
+    /// balancer expects it).
+    pub fn start_on_port(config: &Value, plugin_dir: &Path, port: u16) -> Self {
+        let port = port.to_string();
+        Self::start_full(config, plugin_dir, &["--port", &port], "info", &[])
+    }
+
+    /// The port the host listens on.
+    pub fn port(&self) -> u16 {
+        self.base_url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or(0)
+    }
+
     fn start_full(
         config: &Value,
         plugin_dir: &Path,
@@ -147,6 +163,12 @@ impl Host {
         filter: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        // `--port 0` unless the arguments name a port.
+        let port = if extra_args.contains(&"--port") {
+            None
+        } else {
+            Some("0")
+        };
         let mut config = config.clone();
         if config.get("auth").is_none() {
             config["auth"] = json!({"mode": "none"});
@@ -161,7 +183,7 @@ impl Host {
             .arg(config_file.path())
             .arg("--plugin-dir")
             .arg(plugin_dir)
-            .args(["--port", "0"])
+            .args(port.map(|port| ["--port", port]).into_iter().flatten())
             .args(extra_args)
             .envs(env.iter().copied())
             .env("RUST_LOG", filter)

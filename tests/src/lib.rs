@@ -14,6 +14,7 @@ pub mod generation;
 pub mod host;
 pub mod idp;
 pub mod load;
+pub mod nginx;
 pub mod paths;
 pub mod pg;
 pub mod pgbouncer;

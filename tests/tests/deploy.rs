@@ -256,3 +256,94 @@ fn the_image_runs_what_the_manifests_mount_as_a_non_root_user() {
         binary.parent().expect("binary directory")
     );
 }
+
+/// `deploy/pgbouncer/`: the Kubernetes example holds the same
+/// `pgbouncer.ini` the tests run PgBouncer with, its Service reaches the
+/// port that file listens on, and the mounts put the file and the user
+/// list where the file and the image expect them.
+#[test]
+fn the_pgbouncer_example_holds_the_tested_settings_and_its_parts_fit() {
+    let dir = deploy_dir().join("pgbouncer");
+    let ini = std::fs::read_to_string(dir.join("pgbouncer.ini")).expect("pgbouncer.ini");
+    let setting = |key: &str| -> Option<String> {
+        ini.lines()
+            .filter_map(|line| line.split_once('='))
+            .find(|(name, _)| name.trim() == key)
+            .map(|(_, value)| value.trim().to_owned())
+    };
+    assert_eq!(setting("pool_mode").as_deref(), Some("transaction"));
+    assert_eq!(setting("auth_type").as_deref(), Some("scram-sha-256"));
+    // What the tests run (every other [pgbouncer] key is taken from here).
+    let tested = mcp_delegate_tests::pgbouncer::deployed_settings();
+    assert!(tested.contains("pool_mode = transaction"), "{tested}");
+    assert!(tested.contains("ignore_startup_parameters"), "{tested}");
+
+    let text = std::fs::read_to_string(dir.join("kubernetes.yaml")).expect("kubernetes.yaml");
+    let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|document| serde::Deserialize::deserialize(document).expect("YAML document"))
+        .collect();
+    let config_map = of_kind(&documents, "ConfigMap");
+    assert_eq!(
+        config_map["data"]["pgbouncer.ini"].as_str(),
+        Some(ini.as_str()),
+        "the ConfigMap must hold deploy/pgbouncer/pgbouncer.ini unchanged"
+    );
+    let deployment = of_kind(&documents, "Deployment");
+    let service = of_kind(&documents, "Service");
+    let secret = of_kind(&documents, "Secret");
+    let pod = &deployment["spec"]["template"];
+    assert!(selects(
+        &deployment["spec"]["selector"]["matchLabels"],
+        &pod["metadata"]["labels"]
+    ));
+    assert!(selects(
+        &service["spec"]["selector"],
+        &pod["metadata"]["labels"]
+    ));
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+    let container = &pod["spec"]["containers"][0];
+    let listen: u64 = setting("listen_port")
+        .and_then(|port| port.parse().ok())
+        .expect("listen_port");
+    assert_eq!(container["ports"][0]["containerPort"], listen);
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"],
+        container["ports"][0]["name"]
+    );
+    let mounts = container["volumeMounts"].as_array().expect("mounts");
+    let volumes = pod["spec"]["volumes"].as_array().expect("volumes");
+    let mounted_at = |volume: &Value| -> String {
+        let mount = mounts
+            .iter()
+            .find(|m| m["name"] == volume["name"])
+            .expect("volume is mounted");
+        match mount["subPath"].as_str() {
+            Some(_) => mount["mountPath"].as_str().unwrap_or_default().to_owned(),
+            None => format!("{}/", mount["mountPath"].as_str().unwrap_or_default()),
+        }
+    };
+    let config_volume = volumes
+        .iter()
+        .find(|v| v["configMap"]["name"] == config_map["metadata"]["name"])
+        .expect("the ConfigMap is a volume");
+    assert_eq!(mounted_at(config_volume), "/etc/pgbouncer/pgbouncer.ini");
+    let users_volume = volumes
+        .iter()
+        .find(|v| v["secret"]["secretName"] == secret["metadata"]["name"])
+        .expect("the Secret is a volume");
+    let auth_file = setting("auth_file").expect("auth_file");
+    let users_key = secret["stringData"]
+        .as_object()
+        .and_then(|data| data.keys().next().cloned())
+        .expect("a key in the Secret");
+    assert_eq!(
+        format!("{}{users_key}", mounted_at(users_volume)),
+        auth_file
+    );
+
+    let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).expect("Dockerfile");
+    assert!(dockerfile.contains("apt-get install -y --no-install-recommends pgbouncer"));
+    assert!(dockerfile.contains("COPY pgbouncer.ini /etc/pgbouncer/pgbouncer.ini"));
+    assert!(dockerfile.contains(&format!("EXPOSE {listen}")));
+    assert!(dockerfile.lines().any(|l| l.trim() == "USER postgres"));
+}

@@ -16,7 +16,8 @@
 //! for none), BENCH_METRICS ("off": no metrics endpoint). Targets: "warm"
 //! and "modern" (ours, warm token caches, the legacy and the 2026-07-28
 //! request form), "cold" (a new token per call), "pgbench", "toolbox",
-//! "dbhub". A run with either filter prints its tables but leaves
+//! "dbhub", and, only when named, "pooled" (ours through PgBouncer in
+//! transaction mode; its server CPU is the host's and PgBouncer's). A run with either filter prints its tables but leaves
 //! docs/benchmarks.md alone.
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use mcp_delegate_tests::host::Host;
 use mcp_delegate_tests::idp::{TestIdp, CLIENT_ID, CLIENT_SECRET};
 use mcp_delegate_tests::paths;
 use mcp_delegate_tests::pg::{free_port, pg_bin_dir, Cluster};
+use mcp_delegate_tests::pgbouncer::PgBouncer;
 use serde_json::json;
 
 mod peers;
@@ -232,6 +234,7 @@ fn selected(filter: &Option<Vec<String>>, item: &str) -> bool {
 
 pub const OURS: &str = "mcp-delegate";
 pub const OURS_MODERN: &str = "mcp-delegate, 2026-07-28 form";
+pub const OURS_POOLED: &str = "mcp-delegate via PgBouncer (transaction mode)";
 const OURS_COLD: &str = "mcp-delegate, token caches cold";
 const PGBENCH_FLOOR: &str = "pgbench: delegated transaction (floor)";
 const PGBENCH_BARE: &str = "pgbench: bare query";
@@ -246,14 +249,31 @@ fn measured(
     postgres: Option<u32>,
     run: impl FnOnce() -> Measurement,
 ) -> (Measurement, Option<f64>, Option<f64>) {
-    let before = (server.map(tree_cpu_seconds), postgres.map(tree_cpu_seconds));
+    measured_trees(seconds, server.as_slice(), postgres, run)
+}
+
+/// As [`measured`], the server being several process trees (the host and
+/// PgBouncer).
+fn measured_trees(
+    seconds: Duration,
+    servers: &[u32],
+    postgres: Option<u32>,
+    run: impl FnOnce() -> Measurement,
+) -> (Measurement, Option<f64>, Option<f64>) {
+    let servers_cpu = || -> Option<f64> {
+        (!servers.is_empty()).then(|| servers.iter().map(|&pid| tree_cpu_seconds(pid)).sum())
+    };
+    let before = (servers_cpu(), postgres.map(tree_cpu_seconds));
     let m = run();
     let calls = m.calls_per_second * (seconds.as_secs_f64() + 0.3);
+    let server_us = match before.0 {
+        Some(before) if calls > 0.0 => servers_cpu().map(|after| (after - before) / calls * 1e6),
+        _ => None,
+    };
     let per_call = |pid: Option<u32>, before: Option<f64>| {
         let (pid, before) = (pid?, before?);
         (calls > 0.0).then(|| (tree_cpu_seconds(pid) - before) / calls * 1e6)
     };
-    let server_us = per_call(server, before.0);
     let pg_us = per_call(postgres, before.1);
     (m, server_us, pg_us)
 }
@@ -345,11 +365,34 @@ fn main() {
     let url = host.mcp_url();
     let warm_token = idp.mint("bench", "mcp-oauth", json!({"roles": ["user"]}));
     host.bearer = Some(warm_token.clone());
+    let host_token = host.bearer.clone();
     host.call_tool("user-info", json!({}));
     let idle_ours = memory_mib(host.pid()).0;
     let ours = Some(host.pid());
     let warm = TokenSource::Warm(Arc::new(warm_token));
 
+    // BENCH_TARGETS=…,pooled (never by default): a second server whose
+    // module reaches PostgreSQL through PgBouncer in transaction mode, with
+    // as many server connections as the direct module's pool.
+    let pooled = targets
+        .as_ref()
+        .is_some_and(|t| t.iter().any(|t| t == "pooled"))
+        .then(|| {
+            let bouncer = PgBouncer::start_as(&cluster, pool_max, "mcp_service", "bench");
+            let mut config = config.clone();
+            let entry = &mut config["delegation"]["modules"]["postgresql1"];
+            entry["port"] = json!(bouncer.port);
+            entry["pooler"] = json!("pgbouncer-transaction");
+            let mut host = Host::start_logging(
+                &config,
+                &paths::build_dir(),
+                &[],
+                "warn,mcp_delegate::serve=info",
+            );
+            host.bearer = host_token.clone();
+            host.call_tool("user-info", json!({}));
+            (bouncer, host)
+        });
     let peers = peers::start_all(&cluster, |key| selected(&targets, key));
     let mut samples: Vec<Cell> = Vec::new();
     let selected_workloads: Vec<Workload> = Workload::ALL
@@ -365,34 +408,41 @@ fn main() {
                     "{} / {clients} clients / repeat {repeat} of {repeats}",
                     workload.label()
                 );
-                let mut record =
-                    |target: &str, server: Option<u32>, run: &dyn Fn() -> Measurement| {
-                        let (m, server_us, pg_us) = measured(seconds, server, postgres_pid, run);
-                        samples.push(Cell {
-                            workload,
-                            clients,
-                            target: target.to_owned(),
-                            m,
-                            server_us,
-                            pg_us,
-                        });
-                    };
+                let mut record = |target: &str, servers: &[u32], run: &dyn Fn() -> Measurement| {
+                    let (m, server_us, pg_us) = measured_trees(seconds, servers, postgres_pid, run);
+                    samples.push(Cell {
+                        workload,
+                        clients,
+                        target: target.to_owned(),
+                        m,
+                        server_us,
+                        pg_us,
+                    });
+                };
                 for (key, name, form) in [
                     ("warm", OURS, Form::Legacy),
                     ("modern", OURS_MODERN, Form::Modern),
                 ] {
                     if selected(&targets, key) {
                         let requests = our_requests(&url, workload, form, warm.clone());
-                        record(name, ours, &|| {
+                        record(name, ours.as_slice(), &|| {
                             http_load(clients, seconds, requests.clone(), mcp_ok())
                         });
                     }
+                }
+                if let Some((bouncer, pooled_host)) = &pooled {
+                    let requests =
+                        our_requests(&pooled_host.mcp_url(), workload, Form::Legacy, warm.clone());
+                    let servers = [pooled_host.pid(), bouncer.pid()];
+                    record(OURS_POOLED, &servers, &|| {
+                        http_load(clients, seconds, requests.clone(), mcp_ok())
+                    });
                 }
                 if workload != Workload::TableDetails && selected(&targets, "pgbench") {
                     let (delegated, bare) = pgbench_scripts(workload);
                     let bin = pg_bin_dir();
                     let port = cluster.port;
-                    record(PGBENCH_FLOOR, None, &|| {
+                    record(PGBENCH_FLOOR, &[], &|| {
                         pgbench(
                             &bin,
                             port,
@@ -403,13 +453,13 @@ fn main() {
                             seconds,
                         )
                     });
-                    record(PGBENCH_BARE, None, &|| {
+                    record(PGBENCH_BARE, &[], &|| {
                         pgbench(&bin, port, "postgres", "postgres", &bare, clients, seconds)
                     });
                 }
                 for peer in &peers {
                     if let Some(request) = peer.request_for(workload) {
-                        record(&peer.name, Some(peer.pid()), &|| {
+                        record(&peer.name, &[peer.pid()], &|| {
                             http_load(clients, seconds, request.clone(), peer.check())
                         });
                     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mcp_delegate_tests::bench::Measurement;
 
-use crate::{Workload, OURS, OURS_MODERN};
+use crate::{Workload, OURS, OURS_MODERN, OURS_POOLED};
 
 /// One measured cell: one repeat, or the medians of a cell's repeats.
 pub struct Cell {
@@ -157,12 +157,17 @@ pub fn render(
             let Some(ours) = find(rows, workload, c, OURS) else {
                 continue;
             };
-            if let Some(modern) = find(rows, workload, c, OURS_MODERN) {
-                out.push_str(&format!(
-                    "| {c} | 2026-07-28 form ÷ legacy form (ours) | {:.2} | {:.2} |\n",
-                    modern.m.calls_per_second / ours.m.calls_per_second.max(1e-9),
-                    modern.m.p99_ms / ours.m.p99_ms.max(1e-9)
-                ));
+            for (variant, label) in [
+                (OURS_MODERN, "2026-07-28 form ÷ legacy form (ours)"),
+                (OURS_POOLED, "via PgBouncer ÷ direct (ours)"),
+            ] {
+                if let Some(other) = find(rows, workload, c, variant) {
+                    out.push_str(&format!(
+                        "| {c} | {label} | {:.2} | {:.2} |\n",
+                        other.m.calls_per_second / ours.m.calls_per_second.max(1e-9),
+                        other.m.p99_ms / ours.m.p99_ms.max(1e-9)
+                    ));
+                }
             }
             for row in rows.iter().filter(|r| {
                 r.workload == workload
