@@ -273,9 +273,66 @@ fn a_call_leaves_nothing_in_the_session(route: Route) {
     assert_eq!(rows(&db.query_as(&reader, checks, json!([]))), [clean]);
 }
 
+/// A write that makes the reset after it fail (a session-level statement
+/// timeout of 5 ms against a thousand temporary tables to drop) and leaves
+/// a temporary `orders` shadowing the real one, readable by everyone, and
+/// a session-level `search_path` that puts it first: the
+/// next caller of the same connection (or PgBouncer's single server
+/// session, which goes back to the pool when the failed reset ends its
+/// transaction) must still read the real table with the module's timeout.
+fn a_reset_made_to_fail_leaves_nothing_for_the_next_caller(route: Route) {
+    let mut db = Delegated::start_via(
+        PgVersion::V15,
+        route,
+        json!({
+            "pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 3000},
+            "allowedFunctions": ["public.plant_shadow"]
+        }),
+    );
+    db.cluster.exec(
+        "postgres",
+        "CREATE FUNCTION plant_shadow() RETURNS int LANGUAGE plpgsql AS $$ BEGIN \
+           FOR i IN 1..1000 LOOP EXECUTE format('CREATE TEMP TABLE junk%s (a int)', i); END LOOP; \
+           CREATE TEMP TABLE orders (id int, note_id int, amount numeric); \
+           INSERT INTO pg_temp.orders VALUES (1, 1, 666); \
+           GRANT ALL ON pg_temp.orders TO PUBLIC; \
+           PERFORM set_config('search_path', 'pg_temp, public', false); \
+           PERFORM set_config('statement_timeout', '5', false); \
+           RETURN 1; END $$; \
+         GRANT EXECUTE ON FUNCTION plant_shadow() TO writer;",
+    );
+    let writer = db.token("writer", &["sql-read", "sql-write"]);
+    let reader = db.token("reader", &["sql-read"]);
+    let result = db.query_as(
+        &writer,
+        "INSERT INTO notes (body) SELECT 'shadow ' || plant_shadow()",
+        json!([]),
+    );
+    // It committed: it is reported so, whatever happened after.
+    assert_eq!(result["structuredContent"]["rowCount"], 1, "{result}");
+    for _ in 0..3 {
+        let result = db.query_as(
+            &reader,
+            "SELECT id, amount::text AS amount, current_setting('statement_timeout') AS t, \
+             current_setting('search_path') AS p FROM orders ORDER BY id",
+            json!([]),
+        );
+        assert_eq!(
+            rows(&result),
+            [
+                json!({"id": 1, "amount": "10.50", "t": "30s", "p": "\"$user\", public"}),
+                json!({"id": 2, "amount": "20.25", "t": "30s", "p": "\"$user\", public"}),
+                json!({"id": 3, "amount": "5.00", "t": "30s", "p": "\"$user\", public"}),
+            ],
+            "{result}"
+        );
+    }
+}
+
 mcp_delegate_tests::on_every_route!(
     three_users_over_two_connections_never_see_each_others_settings,
     an_exhausted_pool_answers_clearly_naming_the_module,
     an_identity_changed_inside_a_statement_is_caught_and_nothing_is_returned,
     a_call_leaves_nothing_in_the_session,
+    a_reset_made_to_fail_leaves_nothing_for_the_next_caller,
 );

@@ -48,8 +48,8 @@ pub struct PgModuleConfig {
     /// past it are dropped and the result says `truncatedBy: "bytes"`.
     #[serde(default = "default_max_result_bytes")]
     pub max_result_bytes: usize,
-    /// `"pgbouncer-transaction"`: the module connects through PgBouncer
-    /// (or a pooler like it) in transaction mode; see `wire::Pooling`.
+    /// `"pgbouncer-transaction"`: the module connects through PgBouncer in
+    /// transaction mode; see `wire::Pooling`.
     #[serde(default)]
     pub pooler: Pooler,
     /// The pooler keeps protocol-level named statements per client

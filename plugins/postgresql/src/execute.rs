@@ -36,7 +36,10 @@
 //! cannot be set, the user's statement never runs as the service account;
 //! if the identity changed during the statement, the guard divides by zero
 //! and nothing commits. The aborted transaction is then rolled back and the
-//! session reset with `DISCARD ALL` (a second round trip, on errors only).
+//! session reset with `DISCARD ALL`, both in one more batch (on errors
+//! only). ROLLBACK must come right before DISCARD ALL there: DISCARD ALL
+//! refuses to run in a pipeline after any other statement of its implicit
+//! transaction, and a transaction-control statement ends that transaction.
 //!
 //! Session hygiene: nothing the statement did may reach the next caller of
 //! the connection. A read ends in ROLLBACK, which undoes everything
@@ -48,6 +51,34 @@
 //! A write commits, so it is always followed by `DISCARD ALL`. The
 //! statement timeout is a session default set at connection start-up
 //! (`wire::ConnectParams`), which DISCARD ALL keeps.
+//!
+//! Behind a transaction-mode pooler (`wire::Pooling::Transaction`) each
+//! transaction may run on another server session, shared with the
+//! module's other users, and the batch has another shape:
+//!
+//! ```text
+//! Q      BEGIN [READ ONLY]; RESET ALL; DISCARD TEMP; DEALLOCATE ALL;     step 0
+//!        CLOSE ALL; DISCARD SEQUENCES      (crate::sql::BEGIN_READ_POOLED)
+//! P/B/E  set_config('role', …) and every session default, locally     step 1
+//! P/B/D/E  <the user's statement>, unnamed                            step 2
+//! P/B/E  the guard                                                    step 3
+//! P/B/E  ROLLBACK | COMMIT                                            step 4
+//! P/B/E  DISCARD ALL                                                  step 5
+//! S
+//! ```
+//!
+//! Nothing is named (a named statement would exist on one server session
+//! only), and nothing of the server session is trusted: step 0 puts back
+//! whatever an earlier transaction left (a hostile statement can make the
+//! DISCARD ALL at the end of its own call fail, and the pooler then hands
+//! the session on as it is), and step 1 sets every session default the
+//! module relies on. The pooler keeps the server session ours from step 0
+//! to the ReadyForQuery that says "idle": a failed batch leaves its
+//! transaction failed, so its reset runs on the same session; a failure of
+//! step 5 comes after the transaction ended and is only logged (a committed
+//! write is reported as committed); a failure of step 0 ends the server
+//! session (`pg_terminate_backend` of itself): its state could not be put
+//! back.
 
 use mcp_delegate_plugin_api::{codes, ToolError};
 use postgres_protocol::message::backend::DataRowBody;
@@ -248,6 +279,50 @@ fn discard_all(connection: &mut Connection) {
     }
 }
 
+/// Reads a pooled batch (see [`encode_pooled_batch`]): the simple query
+/// that begins it, then the extended steps, numbered as on a session of
+/// our own (the simple query is step 0). If the clean-up in the simple
+/// query failed, nothing else ran and the server session, still ours (its
+/// transaction failed), is ended: its state could not be put back.
+fn read_pooled_batch(
+    connection: &mut Connection,
+    sink: &mut dyn RowSink,
+) -> Result<crate::wire::BatchResult, ToolError> {
+    let begun = connection
+        .read_group(0)
+        .map_err(|err| connection_lost(&err))?;
+    let mut batch = connection
+        .read_batch(STEP_USER - 1, sink, Some(STEP_GUARD - 1))
+        .map_err(|err| connection_lost(&err))?;
+    if let Some(error) = begun.error {
+        tracing::warn!(
+            sqlstate = %error.code,
+            "a pooled server session could not be cleaned up before a call; ending it"
+        );
+        let ended = crate::wire::encode_query(sql::TERMINATE_SELF, connection.buffer())
+            .and_then(|()| connection.flush())
+            .and_then(|()| connection.read_group(0));
+        tracing::debug!(ended = ended.is_ok(), "pooled server session ended");
+        connection.mark_broken();
+        return Err(ToolError::new(
+            codes::DATABASE_UNAVAILABLE,
+            "the database session could not be prepared for the call; nothing ran; try again",
+        ));
+    }
+    if begun.transaction_status != b'T' {
+        connection.mark_broken();
+        return Err(ToolError::new(
+            codes::DATABASE_ERROR,
+            "the transaction did not begin as expected",
+        ));
+    }
+    batch.completed.insert(STEP_BEGIN, Some("BEGIN".to_owned()));
+    if let Some((step, _)) = batch.error.as_mut() {
+        *step += 1;
+    }
+    Ok(batch)
+}
+
 /// The steps of a batch: our statements by name on a session of our own,
 /// as SQL behind a transaction-mode pooler.
 struct Steps<'a> {
@@ -310,9 +385,12 @@ fn encode_pooled_batch(
     params: &[Option<&str>],
     row_limit: i32,
 ) -> Result<(), WireError> {
-    use crate::wire::{encode_step, encode_sync};
+    use crate::wire::{encode_query, encode_step, encode_sync};
     let buf = connection.buffer();
-    encode_step(steps.begin, &[], 0, false, buf)?;
+    // The transaction and the clean-up of whatever an earlier transaction
+    // left (sql::BEGIN_READ_POOLED); its ReadyForQuery says "in a
+    // transaction", so the pooler keeps the server session ours.
+    encode_query(steps.begin, buf)?;
     encode_step(steps.set_role, steps.set_role_params, 0, false, buf)?;
     encode_step(sql, params, row_limit, true, buf)?;
     encode_step(sql::GUARD, identity, 0, false, buf)?;
@@ -401,7 +479,11 @@ fn run_batch(
     };
     let encoded = if pooled {
         let steps = Steps {
-            begin: begin.1,
+            begin: if delegation.read_only {
+                sql::BEGIN_READ_POOLED
+            } else {
+                sql::BEGIN_WRITE_POOLED
+            },
             set_role: match who.claims {
                 Some(_) => sql::SET_ROLE_CLAIMS_POOLED,
                 None => sql::SET_ROLE_POOLED,
@@ -436,9 +518,13 @@ fn run_batch(
         ));
     }
     connection.flush().map_err(|err| connection_lost(&err))?;
-    let batch = connection
-        .read_batch(STEP_USER, sink, Some(STEP_GUARD))
-        .map_err(|err| connection_lost(&err))?;
+    let batch = if pooled {
+        read_pooled_batch(connection, sink)?
+    } else {
+        connection
+            .read_batch(STEP_USER, sink, Some(STEP_GUARD))
+            .map_err(|err| connection_lost(&err))?
+    };
     if batch.abandoned {
         // The statement may still be running: stop it. The connection is
         // marked broken and is dropped with its transaction.
@@ -451,16 +537,28 @@ fn run_batch(
             abandoned: true,
         });
     }
-    let reset_done = if pooled {
-        // The batch ended with DISCARD ALL on the server session it ran on;
-        // after an error it was skipped, and the failed transaction keeps
-        // that session ours until discard_all below.
-        batch.completed.get(STEP_RESET).and_then(Option::as_deref) == Some("DISCARD ALL")
+    let ended = batch.completed.get(STEP_END).and_then(Option::as_deref);
+    let needs_reset = if pooled {
+        // The batch ended with DISCARD ALL on the server session it ran on.
+        // A batch that failed before its end leaves its transaction failed,
+        // which keeps the server session ours: reset it. Once the
+        // transaction ended, the pooler has the session back whatever
+        // happened after: if the DISCARD ALL failed there, the next
+        // transaction on that server session cleans up first
+        // (sql::BEGIN_READ_POOLED), and nothing can be done from here.
+        if let (Some(end), Some((STEP_RESET.., error))) = (ended, &batch.error) {
+            tracing::warn!(
+                end,
+                sqlstate = %error.code,
+                "the reset after a pooled transaction failed; the next transaction on that server session cleans up first"
+            );
+        }
+        batch.transaction_status != b'I'
     } else {
         connection.statements.fixed_ready = true;
         // A write's DISCARD ALL ran after the batch; a read needs none if
         // clean.
-        if delegation.read_only {
+        let reset_done = if delegation.read_only {
             true
         } else {
             let discard = connection
@@ -468,21 +566,27 @@ fn run_batch(
                 .map_err(|err| connection_lost(&err))?;
             connection.statements.forget_all();
             discard.error.is_none() && discard.transaction_status == b'I'
-        }
+        };
+        // A read that left an SQL-level prepared statement behind (the
+        // guard counts them) needs the full reset too.
+        let prepared_by_sql = delegation.read_only
+            && batch
+                .probe_row
+                .as_ref()
+                .and_then(|row| row.get(1).cloned().flatten())
+                .is_none_or(|count| count != "0");
+        batch.error.is_some() || batch.transaction_status != b'I' || !reset_done || prepared_by_sql
     };
-    // Anything but a clean batch (and, for a read on a session of our own,
-    // no SQL-level prepared statement left behind) gets the full reset.
-    let prepared_by_sql = !pooled
-        && delegation.read_only
-        && batch
-            .probe_row
-            .as_ref()
-            .and_then(|row| row.get(1).cloned().flatten())
-            .is_none_or(|count| count != "0");
-    if batch.error.is_some() || batch.transaction_status != b'I' || !reset_done || prepared_by_sql {
+    if needs_reset {
         discard_all(connection);
     }
-    if let Some((step, error)) = batch.error {
+    // Behind a pooler the reset is the last step: its failure (during it,
+    // or when its own implicit transaction ends) does not undo a
+    // transaction that ended (a committed write is reported as committed).
+    let batch_error = batch
+        .error
+        .filter(|(step, _)| !(pooled && *step >= STEP_RESET && ended.is_some()));
+    if let Some((step, error)) = batch_error {
         if may_retry && step == STEP_USER && !user.parse && is_stale_cached_plan(&error) {
             // The session was reset above: the statement is parsed anew.
             return run_batch(connection, delegation, sql, params, sink, max_rows, false);

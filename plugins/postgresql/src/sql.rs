@@ -71,6 +71,27 @@ pub const SET_ROLE_CLAIMS_POOLED: &str = set_role_sql!(
     ", pg_catalog.set_config('request.jwt.claims', $6, true)",
     pooled_settings!("$7", "$8")
 );
+/// How a batch behind a transaction-mode pooler begins (one simple query,
+/// so one message and one parse for all of it): the transaction, and in it,
+/// as the service account before the role is set, everything a server
+/// session can carry over from an earlier transaction put back to its
+/// default for this one: settings (RESET ALL: `search_path` and every
+/// other; `role` and the transaction's own are not touched), temporary
+/// objects (which would shadow the caller's tables), SQL-level prepared
+/// statements, held cursors, sequence values (`lastval`). Each call's own
+/// reset (DISCARD ALL at its end) normally leaves nothing; this holds when
+/// that reset failed (a hostile statement can make it fail, and the pooler
+/// then hands the server session on as it is).
+pub const BEGIN_READ_POOLED: &str = "BEGIN READ ONLY; RESET ALL; DISCARD TEMP; \
+DEALLOCATE ALL; CLOSE ALL; DISCARD SEQUENCES";
+/// [`BEGIN_READ_POOLED`] for a write.
+pub const BEGIN_WRITE_POOLED: &str =
+    "BEGIN; RESET ALL; DISCARD TEMP; DEALLOCATE ALL; CLOSE ALL; DISCARD SEQUENCES";
+/// Ends a pooled server session whose state could not be put back: the
+/// pooler drops a server connection that ends (simple query, after the
+/// rollback of the failed transaction that keeps the session ours).
+pub const TERMINATE_SELF: &str =
+    "ROLLBACK; SELECT pg_catalog.pg_terminate_backend(pg_catalog.pg_backend_pid())";
 pub const ROLLBACK: &str = "ROLLBACK";
 pub const COMMIT: &str = "COMMIT";
 pub const DISCARD_ALL: &str = "DISCARD ALL";
@@ -97,7 +118,9 @@ SELECT r.rolsuper::pg_catalog.text, r.rolbypassrls::pg_catalog.text, \
 FROM pg_catalog.pg_roles r \
 WHERE r.rolname OPERATOR(pg_catalog.=) $1::pg_catalog.name";
 
-/// The service account's attributes and how it holds the delegated roles,
+/// The service account's attributes and how it holds the delegated roles
+/// (the session user: a role left set on a pooled server session must not
+/// be what is profiled),
 /// with `$inherits` the condition under which a membership passes its
 /// privileges on.
 macro_rules! profile_sql {
@@ -121,7 +144,8 @@ macro_rules! profile_sql {
                         AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE' \
                         AND a.grantee OPERATOR(pg_catalog.<>) r.oid \
                         AND a.grantee OPERATOR(pg_catalog.<>) p.proowner)::pg_catalog.text, \
-                    pg_catalog.has_function_privilege('pg_catalog.set_config(text,text,boolean)', \
+                    pg_catalog.has_function_privilege(SESSION_USER, \
+                                                      'pg_catalog.set_config(text,text,boolean)', \
                                                       'EXECUTE')::pg_catalog.text, \
                     (WITH RECURSIVE reach(oid) AS ( \
                        SELECT m.roleid FROM pg_catalog.pg_auth_members m \
@@ -134,7 +158,7 @@ macro_rules! profile_sql {
                      FROM reach JOIN pg_catalog.pg_roles x ON x.oid OPERATOR(pg_catalog.=) reach.oid \
                      WHERE x.rolsuper OR x.rolbypassrls OR x.rolcreaterole OR x.rolreplication \
                         OR pg_catalog.starts_with(x.rolname::pg_catalog.text, 'pg_')) \
-             FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER"
+             FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER"
         )
     };
 }
@@ -297,6 +321,9 @@ const ALL: &[&str] = &[
     SET_ROLE_CLAIMS,
     SET_ROLE_POOLED,
     SET_ROLE_CLAIMS_POOLED,
+    BEGIN_READ_POOLED,
+    BEGIN_WRITE_POOLED,
+    TERMINATE_SELF,
     ROLLBACK,
     COMMIT,
     DISCARD_ALL,

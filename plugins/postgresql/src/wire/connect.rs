@@ -97,12 +97,12 @@ pub enum Pooling {
     /// start-up last as long as the connection.
     #[default]
     Session,
-    /// A client of a transaction-mode pooler (PgBouncer `pool_mode =
-    /// transaction`): each transaction may run on another server session,
-    /// so nothing may outlive one. Start-up carries only the parameters
-    /// the pooler tracks and sets per session; the rest is set per
-    /// transaction, statements are unnamed, and every batch ends by
-    /// resetting the server session it ran on (see `crate::execute`).
+    /// A client of PgBouncer with `pool_mode = transaction`: each
+    /// transaction may run on another server session, so nothing may
+    /// outlive one. Start-up carries only the parameters PgBouncer
+    /// accepts; the session defaults are set per transaction, statements
+    /// are unnamed, and every batch cleans the server session up when it
+    /// begins and resets it when it ends (see `crate::execute`).
     Transaction,
 }
 

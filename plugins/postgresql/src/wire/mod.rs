@@ -32,7 +32,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 pub use connect::{AuthMethod, ConnectParams, Pooling};
 pub use message::{encode_query, encode_run_prepared, encode_step, Column, DbError, GroupResult};
-pub use pipeline::{encode_close_statement, encode_prepare, encode_sync, CollectRows};
+pub use pipeline::{encode_close_statement, encode_prepare, encode_sync, BatchResult, CollectRows};
 pub use read::{Flow, RowSink};
 pub use statements::{SessionStatements, UserStatement};
 
