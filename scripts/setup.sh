@@ -76,10 +76,13 @@ if [ -z "$PG_BIN" ]; then
 fi
 export PG_BIN
 command -v runuser >/dev/null 2>&1 || apt_install util-linux
-# PgBouncer (transaction mode, in front of the clusters) and nginx (in
-# front of the host replicas): the real servers operators put there.
-[ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
-[ -x /usr/sbin/nginx ] || apt_install nginx
+# For the tests only (test.sh calls it): PgBouncer (transaction mode, in
+# front of the clusters) and nginx (in front of the host replicas), the
+# real servers operators put there.
+ensure_test_servers() {
+  [ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
+  [ -x /usr/sbin/nginx ] || apt_install nginx
+}
 if as_root && ! id postgres >/dev/null 2>&1; then
   # initdb refuses to run as root; the clusters run as this user.
   useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres

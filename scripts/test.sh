@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
 ensure_python_client
+ensure_test_servers
 
 # The habits CI guards, each failing the run: formatting, lints (no
 # unwrap/expect outside tests, unsafe only where allowed: see the
