@@ -17,7 +17,7 @@ pub fn pgbouncer_binary() -> PathBuf {
 
 /// Settings of `deploy/pgbouncer/pgbouncer.ini` this machine replaces:
 /// addresses, files, pool sizes.
-const LOCAL_KEYS: &[&str] = &[
+pub const LOCAL_KEYS: &[&str] = &[
     "listen_addr",
     "listen_port",
     "unix_socket_dir",

@@ -275,11 +275,13 @@ fn a_call_leaves_nothing_in_the_session(route: Route) {
 
 /// A write that makes the reset after it fail (a session-level statement
 /// timeout of 5 ms against a thousand temporary tables to drop) and leaves
-/// a temporary `orders` shadowing the real one, readable by everyone, and
-/// a session-level `search_path` that puts it first: the
+/// a temporary `orders` shadowing the real one, readable by everyone, a
+/// session-level `search_path` that puts it first, a role, and read-only
+/// serializable transaction defaults: the
 /// next caller of the same connection (or PgBouncer's single server
 /// session, which goes back to the pool when the failed reset ends its
-/// transaction) must still read the real table with the module's timeout.
+/// transaction) must still read the real table as itself with the
+/// module's timeout and the database's defaults, and writes must work.
 fn a_reset_made_to_fail_leaves_nothing_for_the_next_caller(route: Route) {
     let mut db = Delegated::start_via(
         PgVersion::V15,
@@ -297,6 +299,10 @@ fn a_reset_made_to_fail_leaves_nothing_for_the_next_caller(route: Route) {
            INSERT INTO pg_temp.orders VALUES (1, 1, 666); \
            GRANT ALL ON pg_temp.orders TO PUBLIC; \
            PERFORM set_config('search_path', 'pg_temp, public', false); \
+           PERFORM set_config('default_transaction_read_only', 'on', false); \
+           PERFORM set_config('default_transaction_isolation', 'serializable', false); \
+           PERFORM set_config('role', 'writer', false); \
+           PERFORM setseed(0.5); \
            PERFORM set_config('statement_timeout', '5', false); \
            RETURN 1; END $$; \
          GRANT EXECUTE ON FUNCTION plant_shadow() TO writer;",
@@ -310,22 +316,36 @@ fn a_reset_made_to_fail_leaves_nothing_for_the_next_caller(route: Route) {
     );
     // It committed: it is reported so, whatever happened after.
     assert_eq!(result["structuredContent"]["rowCount"], 1, "{result}");
-    for _ in 0..3 {
+    for round in 0..3 {
         let result = db.query_as(
             &reader,
-            "SELECT id, amount::text AS amount, current_setting('statement_timeout') AS t, \
-             current_setting('search_path') AS p FROM orders ORDER BY id",
+            "SELECT id, amount::text AS amount, current_user AS u, \
+             current_setting('statement_timeout') AS t, current_setting('search_path') AS p, \
+             current_setting('transaction_isolation') AS i FROM orders ORDER BY id",
             json!([]),
         );
+        let expected = |id: i64, amount: &str| {
+            json!({"id": id, "amount": amount, "u": "reader", "t": "30s",
+                   "p": "\"$user\", public", "i": "read committed"})
+        };
         assert_eq!(
             rows(&result),
             [
-                json!({"id": 1, "amount": "10.50", "t": "30s", "p": "\"$user\", public"}),
-                json!({"id": 2, "amount": "20.25", "t": "30s", "p": "\"$user\", public"}),
-                json!({"id": 3, "amount": "5.00", "t": "30s", "p": "\"$user\", public"}),
+                expected(1, "10.50"),
+                expected(2, "20.25"),
+                expected(3, "5.00")
             ],
             "{result}"
         );
+        // And a write is a write again, as its own user.
+        let result = db.query_as(
+            &writer,
+            &format!(
+                "INSERT INTO notes (body) VALUES ('after {round}') RETURNING current_user AS u"
+            ),
+            json!([]),
+        );
+        assert_eq!(rows(&result), [json!({"u": "writer"})], "{result}");
     }
 }
 

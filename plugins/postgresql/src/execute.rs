@@ -57,8 +57,8 @@
 //! module's other users, and the batch has another shape:
 //!
 //! ```text
-//! Q      BEGIN [READ ONLY]; RESET ALL; DISCARD TEMP; DEALLOCATE ALL;     step 0
-//!        CLOSE ALL; DISCARD SEQUENCES      (crate::sql::BEGIN_READ_POOLED)
+//! Q      BEGIN; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; …;         step 0
+//!        COMMIT; BEGIN [READ ONLY]         (crate::sql::BEGIN_READ_POOLED)
 //! P/B/E  set_config('role', …) and every session default, locally     step 1
 //! P/B/D/E  <the user's statement>, unnamed                            step 2
 //! P/B/E  the guard                                                    step 3
@@ -69,16 +69,16 @@
 //!
 //! Nothing is named (a named statement would exist on one server session
 //! only), and nothing of the server session is trusted: step 0 puts back
-//! whatever an earlier transaction left (a hostile statement can make the
-//! DISCARD ALL at the end of its own call fail, and the pooler then hands
-//! the session on as it is), and step 1 sets every session default the
-//! module relies on. The pooler keeps the server session ours from step 0
+//! whatever an earlier transaction left and commits that (a hostile
+//! statement can make the DISCARD ALL at the end of its own call fail, and
+//! the pooler then hands the session on as it is), and step 1 sets every
+//! session default the module relies on. The pooler keeps the server session ours from step 0
 //! to the ReadyForQuery that says "idle": a failed batch leaves its
 //! transaction failed, so its reset runs on the same session; a failure of
 //! step 5 comes after the transaction ended and is only logged (a committed
-//! write is reported as committed); a failure of step 0 ends the server
-//! session (`pg_terminate_backend` of itself): its state could not be put
-//! back.
+//! write is reported as committed); a failure of step 0 drops the
+//! connection, and PgBouncer closes the server session: its state could
+//! not be put back.
 
 use mcp_delegate_plugin_api::{codes, ToolError};
 use postgres_protocol::message::backend::DataRowBody;
@@ -173,6 +173,18 @@ pub fn database_error(error: &DbError) -> ToolError {
         tool_error = tool_error.with("position", position);
     }
     tool_error
+}
+
+/// A write whose batch was sent but whose answer never came: it may have
+/// committed. Said so, so that nobody retries it blindly.
+fn write_outcome_unknown(error: &WireError) -> ToolError {
+    tracing::warn!(error = %error, "database connection failed after a write was sent");
+    ToolError::new(
+        codes::DATABASE_UNAVAILABLE,
+        "the connection to the database was lost after the write was sent: it may or may \
+         not have committed; check before you try again",
+    )
+    .with("outcome", "unknown")
 }
 
 pub fn connection_lost(error: &WireError) -> ToolError {
@@ -282,27 +294,26 @@ fn discard_all(connection: &mut Connection) {
 /// Reads a pooled batch (see [`encode_pooled_batch`]): the simple query
 /// that begins it, then the extended steps, numbered as on a session of
 /// our own (the simple query is step 0). If the clean-up in the simple
-/// query failed, nothing else ran and the server session, still ours (its
-/// transaction failed), is ended: its state could not be put back.
+/// query failed, nothing else ran, and the connection is dropped so that
+/// PgBouncer closes the server session: its state could not be put back.
 fn read_pooled_batch(
     connection: &mut Connection,
     sink: &mut dyn RowSink,
+    lost: fn(&WireError) -> ToolError,
 ) -> Result<crate::wire::BatchResult, ToolError> {
-    let begun = connection
-        .read_group(0)
-        .map_err(|err| connection_lost(&err))?;
+    let begun = connection.read_group(0).map_err(|err| lost(&err))?;
     let mut batch = connection
         .read_batch(STEP_USER - 1, sink, Some(STEP_GUARD - 1))
-        .map_err(|err| connection_lost(&err))?;
+        .map_err(|err| lost(&err))?;
     if let Some(error) = begun.error {
+        // Nothing of the caller's ran (its transaction failed first). The
+        // connection is dropped without a rollback: a client that leaves
+        // while its server session is in a transaction makes PgBouncer
+        // close that server connection, whatever role it was left with.
         tracing::warn!(
             sqlstate = %error.code,
-            "a pooled server session could not be cleaned up before a call; ending it"
+            "a pooled server session could not be cleaned up before a call; dropping the connection"
         );
-        let ended = crate::wire::encode_query(sql::TERMINATE_SELF, connection.buffer())
-            .and_then(|()| connection.flush())
-            .and_then(|()| connection.read_group(0));
-        tracing::debug!(ended = ended.is_ok(), "pooled server session ended");
         connection.mark_broken();
         return Err(ToolError::new(
             codes::DATABASE_UNAVAILABLE,
@@ -387,9 +398,9 @@ fn encode_pooled_batch(
 ) -> Result<(), WireError> {
     use crate::wire::{encode_query, encode_step, encode_sync};
     let buf = connection.buffer();
-    // The transaction and the clean-up of whatever an earlier transaction
-    // left (sql::BEGIN_READ_POOLED); its ReadyForQuery says "in a
-    // transaction", so the pooler keeps the server session ours.
+    // The committed clean-up of whatever an earlier transaction left, then
+    // the call's transaction (sql::BEGIN_READ_POOLED); its ReadyForQuery
+    // says "in a transaction", so the pooler keeps the server session ours.
     encode_query(steps.begin, buf)?;
     encode_step(steps.set_role, steps.set_role_params, 0, false, buf)?;
     encode_step(sql, params, row_limit, true, buf)?;
@@ -518,12 +529,18 @@ fn run_batch(
         ));
     }
     connection.flush().map_err(|err| connection_lost(&err))?;
+    // Once sent, a write may commit even if its answer is lost.
+    let lost: fn(&WireError) -> ToolError = if delegation.read_only {
+        connection_lost
+    } else {
+        write_outcome_unknown
+    };
     let batch = if pooled {
-        read_pooled_batch(connection, sink)?
+        read_pooled_batch(connection, sink, lost)?
     } else {
         connection
             .read_batch(STEP_USER, sink, Some(STEP_GUARD))
-            .map_err(|err| connection_lost(&err))?
+            .map_err(|err| lost(&err))?
     };
     if batch.abandoned {
         // The statement may still be running: stop it. The connection is
@@ -543,14 +560,14 @@ fn run_batch(
         // A batch that failed before its end leaves its transaction failed,
         // which keeps the server session ours: reset it. Once the
         // transaction ended, the pooler has the session back whatever
-        // happened after: if the DISCARD ALL failed there, the next
-        // transaction on that server session cleans up first
-        // (sql::BEGIN_READ_POOLED), and nothing can be done from here.
+        // happened after: if the DISCARD ALL failed there, the next batch
+        // on that server session commits a clean-up before anything else
+        // (sql::BEGIN_READ_POOLED); nothing can be done from here.
         if let (Some(end), Some((STEP_RESET.., error))) = (ended, &batch.error) {
             tracing::warn!(
                 end,
                 sqlstate = %error.code,
-                "the reset after a pooled transaction failed; the next transaction on that server session cleans up first"
+                "the reset after a pooled transaction failed; the next batch on that server session commits a clean-up first"
             );
         }
         batch.transaction_status != b'I'
@@ -561,11 +578,13 @@ fn run_batch(
         let reset_done = if delegation.read_only {
             true
         } else {
-            let discard = connection
-                .read_group(0)
-                .map_err(|err| connection_lost(&err))?;
+            // The batch's answer is in: a lost answer to the reset after
+            // it leaves the connection broken (dropped), not the call
+            // failed.
+            let discard = connection.read_group(0);
             connection.statements.forget_all();
-            discard.error.is_none() && discard.transaction_status == b'I'
+            discard
+                .is_ok_and(|discard| discard.error.is_none() && discard.transaction_status == b'I')
         };
         // A read that left an SQL-level prepared statement behind (the
         // guard counts them) needs the full reset too.

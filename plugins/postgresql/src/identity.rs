@@ -106,9 +106,9 @@ impl IdentityCache {
                 }
             }
         }
-        let result = connection
-            .query_params(crate::sql::IDENTITY, &[Some(identity)])
-            .map_err(|err| crate::execute::connection_lost(&err))?;
+        let result =
+            crate::service_query::with_params(connection, crate::sql::IDENTITY, &[Some(identity)])
+                .map_err(|err| crate::execute::connection_lost(&err))?;
         if let Some(error) = result.error {
             // Not an answer about the identity: not cached.
             return Err(crate::execute::database_error(&error));

@@ -13,6 +13,7 @@ mod policy;
 mod pool;
 mod profile;
 mod result;
+mod service_query;
 mod sql;
 mod tools;
 mod types;
@@ -183,8 +184,7 @@ impl PostgresModule {
     /// `policy::catalog`); a failure refuses the call rather than judging
     /// with stale names.
     fn load_user_functions(&self, connection: &mut wire::Connection) -> Result<(), ToolError> {
-        let result = connection
-            .simple_query(sql::USER_FUNCTIONS)
+        let result = service_query::simple(connection, sql::USER_FUNCTIONS)
             .map_err(|err| execute::connection_lost(&err))?;
         if let Some(error) = result.error {
             return Err(execute::database_error(&error));

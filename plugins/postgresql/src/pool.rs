@@ -228,7 +228,7 @@ impl PgPool {
 
     /// Asks the server, over `connection`, which database and version it is.
     pub fn describe(connection: &mut Connection) -> Result<String, String> {
-        match connection.simple_query(crate::sql::HEALTH) {
+        match crate::service_query::simple(connection, crate::sql::HEALTH) {
             Ok(result) if result.error.is_none() => {
                 let row = result.rows.first();
                 let field = |i: usize| {

@@ -130,7 +130,7 @@ impl ProfileCheck {
         } else {
             crate::sql::PROFILE_15
         };
-        let profile = match connection.simple_query(sql) {
+        let profile = match crate::service_query::simple(connection, sql) {
             Ok(result) => match (result.error, result.rows.first()) {
                 (None, Some(row)) => judge(row),
                 (Some(error), _) => Profile::Unsafe(format!(

@@ -71,27 +71,49 @@ pub const SET_ROLE_CLAIMS_POOLED: &str = set_role_sql!(
     ", pg_catalog.set_config('request.jwt.claims', $6, true)",
     pooled_settings!("$7", "$8")
 );
-/// How a batch behind a transaction-mode pooler begins (one simple query,
-/// so one message and one parse for all of it): the transaction, and in it,
-/// as the service account before the role is set, everything a server
-/// session can carry over from an earlier transaction put back to its
-/// default for this one: settings (RESET ALL: `search_path` and every
-/// other; `role` and the transaction's own are not touched), temporary
-/// objects (which would shadow the caller's tables), SQL-level prepared
-/// statements, held cursors, sequence values (`lastval`). Each call's own
-/// reset (DISCARD ALL at its end) normally leaves nothing; this holds when
-/// that reset failed (a hostile statement can make it fail, and the pooler
-/// then hands the server session on as it is).
-pub const BEGIN_READ_POOLED: &str = "BEGIN READ ONLY; RESET ALL; DISCARD TEMP; \
-DEALLOCATE ALL; CLOSE ALL; DISCARD SEQUENCES";
+/// The clean-up a server session shared through a transaction-mode pooler
+/// gets before anything runs on it, committed in a transaction of its own:
+/// everything a server session can carry over from an earlier transaction
+/// put back to its default. A hostile statement can make the DISCARD ALL
+/// at the end of its own call fail (a session `statement_timeout` of a few
+/// milliseconds and a thousand temporary tables to drop), and the pooler
+/// then hands the server session on as it is; found in review. In order:
+/// the role and session user (a role left set would otherwise be who runs
+/// the rest); every setting (`search_path`, the transaction defaults
+/// `default_transaction_read_only`/`_isolation`/`_deferrable`, timeouts);
+/// temporary objects (which would shadow the caller's tables); SQL-level
+/// prepared statements; held cursors; sequence values (`lastval`); `LISTEN`;
+/// session advisory locks. Committed, so that a read's ROLLBACK or a failed
+/// batch cannot bring any of it back; and the transaction the call runs in
+/// begins after it, so it takes the reset defaults.
+macro_rules! pooled_cleanup {
+    () => {
+        "BEGIN; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; \
+         DEALLOCATE ALL; CLOSE ALL; DISCARD SEQUENCES; UNLISTEN *; \
+         SELECT pg_catalog.pg_advisory_unlock_all(); COMMIT; "
+    };
+}
+/// How a read behind a transaction-mode pooler begins (one simple query:
+/// one message, one parse): the clean-up, then the read's transaction. Its
+/// ReadyForQuery says "in a transaction", so the pooler keeps the server
+/// session ours.
+pub const BEGIN_READ_POOLED: &str = concat!(pooled_cleanup!(), "BEGIN READ ONLY");
 /// [`BEGIN_READ_POOLED`] for a write.
-pub const BEGIN_WRITE_POOLED: &str =
-    "BEGIN; RESET ALL; DISCARD TEMP; DEALLOCATE ALL; CLOSE ALL; DISCARD SEQUENCES";
-/// Ends a pooled server session whose state could not be put back: the
-/// pooler drops a server connection that ends (simple query, after the
-/// rollback of the failed transaction that keeps the session ours).
-pub const TERMINATE_SELF: &str =
-    "ROLLBACK; SELECT pg_catalog.pg_terminate_backend(pg_catalog.pg_backend_pid())";
+pub const BEGIN_WRITE_POOLED: &str = concat!(pooled_cleanup!(), "BEGIN");
+/// The module's own queries as the service account behind a pooler begin
+/// so too, with the module's statement timeout (milliseconds).
+pub fn service_begin_pooled(statement_timeout_ms: &str) -> String {
+    format!(
+        concat!(
+            pooled_cleanup!(),
+            "BEGIN READ ONLY; SET LOCAL statement_timeout = {}"
+        ),
+        statement_timeout_ms
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect::<String>()
+    )
+}
 pub const ROLLBACK: &str = "ROLLBACK";
 pub const COMMIT: &str = "COMMIT";
 pub const DISCARD_ALL: &str = "DISCARD ALL";
@@ -323,7 +345,6 @@ const ALL: &[&str] = &[
     SET_ROLE_CLAIMS_POOLED,
     BEGIN_READ_POOLED,
     BEGIN_WRITE_POOLED,
-    TERMINATE_SELF,
     ROLLBACK,
     COMMIT,
     DISCARD_ALL,

@@ -29,7 +29,9 @@ pub fn resolve(cache: &TypeCache, connection: &mut Connection, oids: &[u32]) {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let Ok(result) = connection.query_params(crate::sql::TYPE_LOOKUP, &[Some(&list)]) else {
+    let Ok(result) =
+        crate::service_query::with_params(connection, crate::sql::TYPE_LOOKUP, &[Some(&list)])
+    else {
         return;
     };
     for row in result.rows {
