@@ -72,8 +72,9 @@
 //! whatever an earlier transaction left and commits that (a hostile
 //! statement can make the DISCARD ALL at the end of its own call fail, and
 //! the pooler then hands the session on as it is), and step 1 sets every
-//! session default the module relies on. The pooler keeps the server session ours from step 0
-//! to the ReadyForQuery that says "idle": a failed batch leaves its
+//! session default the module relies on. The pooler keeps the server
+//! session ours from step 0 to the ReadyForQuery that says "idle": a
+//! failed batch leaves its
 //! transaction failed, so its reset runs on the same session; a failure of
 //! step 5 comes after the transaction ended and is only logged (a committed
 //! write is reported as committed); a failure of step 0 drops the
@@ -83,35 +84,15 @@
 use mcp_delegate_plugin_api::{codes, ToolError};
 use postgres_protocol::message::backend::DataRowBody;
 
+use crate::batch::{
+    encode_pooled_batch, encode_session_batch, read_pooled_batch, Steps, BEGIN_READ, BEGIN_WRITE,
+    COMMIT, ROLLBACK, SET_ROLE, SET_ROLE_CLAIMS, STEP_BEGIN, STEP_END, STEP_GUARD, STEP_RESET,
+    STEP_ROLE, STEP_USER,
+};
 use crate::identity::IdentityCache;
 use crate::pool::{PgPool, PooledConnection};
 use crate::sql;
 use crate::wire::{Column, Connection, DbError, Flow, Pooling, RowSink, UserStatement, WireError};
-
-/// Our named statements: (name, SQL, parameter count).
-const BEGIN_READ: (&str, &str, usize) = ("mcpd_begin_read", sql::BEGIN_READ, 0);
-const BEGIN_WRITE: (&str, &str, usize) = ("mcpd_begin_write", sql::BEGIN_WRITE, 0);
-const SET_ROLE: (&str, &str, usize) = ("mcpd_set_role", sql::SET_ROLE, 5);
-const SET_ROLE_CLAIMS: (&str, &str, usize) = ("mcpd_set_role_claims", sql::SET_ROLE_CLAIMS, 6);
-const ROLLBACK: (&str, &str, usize) = ("mcpd_rollback", sql::ROLLBACK, 0);
-const COMMIT: (&str, &str, usize) = ("mcpd_commit", sql::COMMIT, 0);
-const NAMED_STATEMENTS: [(&str, &str, usize); 6] = [
-    BEGIN_READ,
-    BEGIN_WRITE,
-    SET_ROLE,
-    SET_ROLE_CLAIMS,
-    ROLLBACK,
-    COMMIT,
-];
-
-/// The steps of the batch, by index (see the module docs).
-const STEP_BEGIN: usize = 0;
-const STEP_ROLE: usize = 1;
-const STEP_USER: usize = 2;
-const STEP_GUARD: usize = 3;
-const STEP_END: usize = 4;
-/// Behind a transaction-mode pooler only: DISCARD ALL.
-const STEP_RESET: usize = 5;
 
 /// As whom, and how, one statement runs.
 pub struct Delegation<'a> {
@@ -289,126 +270,6 @@ fn discard_all(connection: &mut Connection) {
     if !clean {
         connection.mark_broken();
     }
-}
-
-/// Reads a pooled batch (see [`encode_pooled_batch`]): the simple query
-/// that begins it, then the extended steps, numbered as on a session of
-/// our own (the simple query is step 0). If the clean-up in the simple
-/// query failed, nothing else ran, and the connection is dropped so that
-/// PgBouncer closes the server session: its state could not be put back.
-fn read_pooled_batch(
-    connection: &mut Connection,
-    sink: &mut dyn RowSink,
-    lost: fn(&WireError) -> ToolError,
-) -> Result<crate::wire::BatchResult, ToolError> {
-    let begun = connection.read_group(0).map_err(|err| lost(&err))?;
-    let mut batch = connection
-        .read_batch(STEP_USER - 1, sink, Some(STEP_GUARD - 1))
-        .map_err(|err| lost(&err))?;
-    if let Some(error) = begun.error {
-        // Nothing of the caller's ran (its transaction failed first). The
-        // connection is dropped without a rollback: a client that leaves
-        // while its server session is in a transaction makes PgBouncer
-        // close that server connection, whatever role it was left with.
-        tracing::warn!(
-            sqlstate = %error.code,
-            "a pooled server session could not be cleaned up before a call; dropping the connection"
-        );
-        connection.mark_broken();
-        return Err(ToolError::new(
-            codes::DATABASE_UNAVAILABLE,
-            "the database session could not be prepared for the call; nothing ran; try again",
-        ));
-    }
-    if begun.transaction_status != b'T' {
-        connection.mark_broken();
-        return Err(ToolError::new(
-            codes::DATABASE_ERROR,
-            "the transaction did not begin as expected",
-        ));
-    }
-    batch.completed.insert(STEP_BEGIN, Some("BEGIN".to_owned()));
-    if let Some((step, _)) = batch.error.as_mut() {
-        *step += 1;
-    }
-    Ok(batch)
-}
-
-/// The steps of a batch: our statements by name on a session of our own,
-/// as SQL behind a transaction-mode pooler.
-struct Steps<'a> {
-    begin: &'a str,
-    set_role: &'a str,
-    set_role_params: &'a [Option<&'a str>],
-    end: &'a str,
-    read_only: bool,
-}
-
-/// Encodes the batch on a session of our own: our statements named (and
-/// created on the connection's first batch), the user's named once its
-/// text is seen again; a write is followed by DISCARD ALL.
-fn encode_session_batch(
-    connection: &mut Connection,
-    steps: &Steps<'_>,
-    identity: &[Option<&str>],
-    user: &UserStatement,
-    sql: &str,
-    params: &[Option<&str>],
-    row_limit: i32,
-) -> Result<(), WireError> {
-    use crate::wire::{encode_prepare, encode_run_prepared, encode_step, encode_sync};
-    let prepare_fixed = !connection.statements.fixed_ready;
-    let buf = connection.buffer();
-    if prepare_fixed {
-        // Parse errors would surface as step 0's; they do not happen.
-        for (name, sql, param_count) in NAMED_STATEMENTS {
-            encode_prepare(name, sql, param_count, buf)?;
-        }
-    }
-    for evicted in &user.evict {
-        crate::wire::encode_close_statement(evicted, buf)?;
-    }
-    encode_run_prepared(steps.begin, &[], 0, false, buf)?;
-    encode_run_prepared(steps.set_role, steps.set_role_params, 0, false, buf)?;
-    if user.parse {
-        encode_prepare(&user.name, sql, params.len(), buf)?;
-    }
-    encode_run_prepared(&user.name, params, row_limit, true, buf)?;
-    encode_step(sql::GUARD, identity, 0, false, buf)?;
-    encode_run_prepared(steps.end, &[], 0, false, buf)?;
-    encode_sync(buf);
-    if !steps.read_only {
-        crate::wire::encode_query(sql::DISCARD_ALL, buf)?;
-    }
-    Ok(())
-}
-
-/// Encodes the batch behind a transaction-mode pooler: every statement
-/// unnamed (a named one would exist on one server session only), the
-/// per-transaction settings with the role, and DISCARD ALL before the
-/// Sync, so that the server session goes back to the pool clean: until
-/// the ReadyForQuery the pooler keeps it ours.
-fn encode_pooled_batch(
-    connection: &mut Connection,
-    steps: &Steps<'_>,
-    identity: &[Option<&str>],
-    sql: &str,
-    params: &[Option<&str>],
-    row_limit: i32,
-) -> Result<(), WireError> {
-    use crate::wire::{encode_query, encode_step, encode_sync};
-    let buf = connection.buffer();
-    // The committed clean-up of whatever an earlier transaction left, then
-    // the call's transaction (sql::BEGIN_READ_POOLED); its ReadyForQuery
-    // says "in a transaction", so the pooler keeps the server session ours.
-    encode_query(steps.begin, buf)?;
-    encode_step(steps.set_role, steps.set_role_params, 0, false, buf)?;
-    encode_step(sql, params, row_limit, true, buf)?;
-    encode_step(sql::GUARD, identity, 0, false, buf)?;
-    encode_step(steps.end, &[], 0, false, buf)?;
-    encode_step(sql::DISCARD_ALL, &[], 0, false, buf)?;
-    encode_sync(buf);
-    Ok(())
 }
 
 /// Runs `sql` as `delegation.identity`, its rows to `sink`, at most

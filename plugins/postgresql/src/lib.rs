@@ -6,6 +6,7 @@
 //! database role inside one pipelined transaction (`execute`), after the
 //! SQL policy (`policy`) has accepted the statement.
 
+mod batch;
 mod config;
 mod execute;
 mod identity;
