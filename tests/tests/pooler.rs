@@ -174,3 +174,72 @@ fn prepared_statements_by_the_pooler_are_refused_until_supported() {
         assert!(output.contains(key), "{output}");
     }
 }
+
+/// A server session whose clean-up fails (here: the service account's own
+/// 20 ms statement timeout, which RESET ALL returns to, against three
+/// thousand temporary tables a hostile write left and made its own reset
+/// fail on) runs nothing: the module drops the connection, PgBouncer
+/// closes that server session, and the read is retried on a new one.
+#[test]
+fn a_session_that_cannot_be_cleaned_up_is_closed_not_reused() {
+    let mut db = Delegated::start_via(
+        PgVersion::V15,
+        Route::PgBouncer,
+        json!({
+            "pool": {"max": 1, "min": 0, "connectionTimeoutMillis": 3000},
+            "allowedFunctions": ["public.plant_many"]
+        }),
+    );
+    db.cluster.exec(
+        "postgres",
+        "ALTER ROLE mcp_service SET statement_timeout = '20ms'; \
+         CREATE FUNCTION plant_many() RETURNS int LANGUAGE plpgsql AS $$ BEGIN \
+           FOR i IN 1..3000 LOOP EXECUTE format('CREATE TEMP TABLE junk%s (a int)', i); END LOOP; \
+           CREATE TEMP TABLE orders (id int, note_id int, amount numeric); \
+           INSERT INTO pg_temp.orders VALUES (1, 1, 666); \
+           GRANT ALL ON pg_temp.orders TO PUBLIC; \
+           PERFORM set_config('search_path', 'pg_temp, public', false); \
+           PERFORM set_config('statement_timeout', '5', false); \
+           RETURN 1; END $$; \
+         GRANT EXECUTE ON FUNCTION plant_many() TO writer;",
+    );
+    let writer = db.token("writer", &["sql-read", "sql-write"]);
+    let reader = db.token("reader", &["sql-read"]);
+    let result = db.query_as(
+        &writer,
+        "INSERT INTO notes (body) SELECT 'many ' || plant_many()",
+        json!([]),
+    );
+    assert_eq!(result["structuredContent"]["rowCount"], 1, "{result}");
+    for _ in 0..3 {
+        let result = db.query_as(
+            &reader,
+            "SELECT id, amount::text AS amount FROM orders ORDER BY id",
+            json!([]),
+        );
+        // The identity check or the call itself may meet the session first:
+        // either way it is dropped and the call goes on on a new one.
+        assert_eq!(
+            rows(&result),
+            [
+                json!({"id": 1, "amount": "10.50"}),
+                json!({"id": 2, "amount": "20.25"}),
+                json!({"id": 3, "amount": "5.00"}),
+            ],
+            "{result}"
+        );
+    }
+    let log = db.bouncer.as_ref().map(|b| b.log()).unwrap_or_default();
+    assert!(
+        db.host
+            .logs()
+            .iter()
+            .any(|line| line.contains("could not be cleaned up before")),
+        "the clean-up did not fail: the test proves nothing"
+    );
+    // PgBouncer closed the server session the module walked away from.
+    assert!(
+        log.contains("closing because: client disconnect while server was not ready"),
+        "{log}"
+    );
+}

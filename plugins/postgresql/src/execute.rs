@@ -215,7 +215,17 @@ pub fn run_pooled(
     max_rows: u64,
 ) -> Result<(Outcome, PooledConnection), ToolError> {
     let mut connection = pool.get()?;
-    identities.check(delegation.identity, &mut connection)?;
+    if let Err(error) = identities.check(delegation.identity, &mut connection) {
+        // The check runs nothing of the caller's: one that lost its
+        // connection (or, behind a pooler, found a server session it could
+        // not clean up) is tried once more on another.
+        if !(connection.is_broken() && error.error == codes::DATABASE_UNAVAILABLE) {
+            return Err(error);
+        }
+        drop(connection);
+        connection = pool.get()?;
+        identities.check(delegation.identity, &mut connection)?;
+    }
     let mut watched = Watched {
         inner: sink,
         touched: false,

@@ -9,7 +9,8 @@
 //! clean-up every call gets ([`crate::sql::service_begin_pooled`]), in a
 //! read-only transaction with the module's statement timeout, rolled back.
 //! A query that fails there drops the connection, so that the pooler closes
-//! that server session.
+//! that server session; a clean-up that fails is reported as a lost
+//! connection (nothing ran).
 
 use crate::wire::WireError;
 use crate::wire::{encode_query, encode_step, encode_sync, Connection, GroupResult, Pooling};
@@ -47,9 +48,19 @@ fn pooled(
     encode_sync(buf);
     connection.flush()?;
     let begun = connection.read_group(0)?;
-    let mut result = connection.read_group(usize::MAX)?;
+    let result = connection.read_group(usize::MAX)?;
     if let Some(error) = begun.error {
-        result.error = Some(error);
+        // Nothing ran: the connection is dropped (PgBouncer closes the
+        // server session), and the caller hears of a lost connection.
+        tracing::warn!(
+            sqlstate = %error.code,
+            "a pooled server session could not be cleaned up before a query of the module's own; dropping the connection"
+        );
+        connection.mark_broken();
+        return Err(WireError::Protocol(format!(
+            "the pooled server session could not be cleaned up ({}); dropped",
+            error.code
+        )));
     }
     if result.error.is_some() || result.transaction_status != b'I' {
         connection.mark_broken();
