@@ -3,10 +3,9 @@
 //! access log naming the replica that served each request.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
 
-use crate::pg::{free_port, is_root};
+use crate::pg::{command_as_postgres, free_port, give_to_postgres, spawn_listening, terminate};
 
 /// Where the Debian package puts the binary (`NGINX` overrides).
 pub fn nginx_binary() -> PathBuf {
@@ -84,47 +83,20 @@ impl Nginx {
         // As root, nginx would switch its workers to `nobody`, who cannot
         // reach the private temp dir: run it as `postgres` (the clusters'
         // user) instead.
-        let mut command = if is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .expect("chown");
-            assert!(status.success());
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(nginx_binary());
-            command
-        } else {
-            Command::new(nginx_binary())
-        };
-        let child = command
+        give_to_postgres(dir.path());
+        let mut command = command_as_postgres(&nginx_binary());
+        command
             .arg("-e")
             .arg(dir.path().join("error.log"))
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| {
-                panic!(
-                    "cannot start {} ({err}); install it: apt-get install nginx",
-                    nginx_binary().display()
-                )
-            });
-        let nginx = Self { port, dir, child };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not start listening: {}",
-                nginx.error_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        nginx
+            .arg(dir.path().join("nginx.conf"));
+        let error_log = dir.path().join("error.log");
+        let child = spawn_listening(command, port, "apt-get install nginx", || {
+            std::fs::read_to_string(&error_log).unwrap_or_default()
+        });
+        Self { port, dir, child }
     }
 
     pub fn url(&self) -> String {
@@ -152,10 +124,7 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // SIGTERM: nginx's fast shutdown (runuser passes it on).
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
+        // SIGTERM: nginx's fast shutdown.
+        terminate(&mut self.child);
     }
 }

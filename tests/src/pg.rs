@@ -72,19 +72,72 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A command running `program` as `postgres` when we are root (initdb,
+/// PgBouncer and our nginx refuse root or would drop to a user that cannot
+/// reach our private directories), else as ourselves.
+pub fn command_as_postgres(program: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Hands `path` (recursively) to `postgres` when we are root, for the
+/// servers [`command_as_postgres`] starts.
+pub fn give_to_postgres(path: &Path) {
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(path)
+            .status()
+            .expect("chown");
+        assert!(status.success());
+    }
+}
+
+/// Starts a server in the background (`command`, output discarded) and
+/// waits until it accepts connections on `port`; `log` says why not.
+pub fn spawn_listening(
+    mut command: Command,
+    port: u16,
+    install: &str,
+    log: impl Fn() -> String,
+) -> std::process::Child {
+    let child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {command:?} ({err}); install it: {install}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{command:?} did not start listening: {}",
+            log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+/// Stops a server [`spawn_listening`] started: SIGTERM (runuser passes it
+/// on), then waits.
+pub fn terminate(child: &mut std::process::Child) {
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
+
 /// Runs a PostgreSQL binary, as `postgres` when we are root.
 fn run_pg(version: PgVersion, binary: &str, args: &[&str]) -> Output {
     let program = version.bin_dir().join(binary);
-    let output = if is_root() {
-        Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(&program)
-            .args(args)
-            .output()
-    } else {
-        Command::new(&program).args(args).output()
-    };
-    output.unwrap_or_else(|err| panic!("cannot run {}: {err}", program.display()))
+    command_as_postgres(&program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {}: {err}", program.display()))
 }
 
 /// A throwaway CA and a server certificate for 127.0.0.1/localhost signed
@@ -185,14 +238,7 @@ impl Cluster {
             .prefix("mcpd-pg-")
             .tempdir()
             .expect("temp dir");
-        if is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .expect("chown");
-            assert!(status.success());
-        }
+        give_to_postgres(dir.path());
         let data = dir.path().join("data");
         let out = run_pg(
             version,

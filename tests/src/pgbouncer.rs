@@ -3,10 +3,11 @@
 //! operator puts between several replicas and PostgreSQL.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
 
-use crate::pg::{free_port, is_root, Cluster};
+use crate::pg::{
+    command_as_postgres, free_port, give_to_postgres, spawn_listening, terminate, Cluster,
+};
 
 /// Where the Debian package puts the binary (`PGBOUNCER` overrides).
 pub fn pgbouncer_binary() -> PathBuf {
@@ -104,44 +105,14 @@ impl PgBouncer {
         )
         .expect("write userlist");
         // PgBouncer refuses to run as root.
-        let mut command = if is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .expect("chown");
-            assert!(status.success());
-            let mut command = Command::new("runuser");
-            command
-                .args(["-u", "postgres", "--"])
-                .arg(pgbouncer_binary());
-            command
-        } else {
-            Command::new(pgbouncer_binary())
-        };
-        let child = command
-            .arg(dir.path().join("pgbouncer.ini"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| {
-                panic!(
-                    "cannot start {} ({err}); install it: apt-get install pgbouncer",
-                    pgbouncer_binary().display()
-                )
-            });
-        let bouncer = Self { port, dir, child };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "PgBouncer did not start listening: {}",
-                bouncer.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        bouncer
+        give_to_postgres(dir.path());
+        let mut command = command_as_postgres(&pgbouncer_binary());
+        command.arg(dir.path().join("pgbouncer.ini"));
+        let log = dir.path().join("pgbouncer.log");
+        let child = spawn_listening(command, port, "apt-get install pgbouncer", || {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        });
+        Self { port, dir, child }
     }
 
     /// The process PgBouncer runs in (under `runuser` when we are root:
@@ -158,10 +129,6 @@ impl PgBouncer {
 
 impl Drop for PgBouncer {
     fn drop(&mut self) {
-        // runuser passes SIGTERM on to PgBouncer.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
+        terminate(&mut self.child);
     }
 }
