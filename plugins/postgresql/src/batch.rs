@@ -47,14 +47,12 @@ pub(crate) fn read_pooled_batch(
     lost: fn(&WireError) -> ToolError,
 ) -> Result<crate::wire::BatchResult, ToolError> {
     let begun = connection.read_group(0).map_err(|err| lost(&err))?;
-    let mut batch = connection
-        .read_batch(STEP_USER - 1, sink, Some(STEP_GUARD - 1))
-        .map_err(|err| lost(&err))?;
     if let Some(error) = begun.error {
-        // Nothing of the caller's ran (its transaction failed first). The
-        // connection is dropped without a rollback: a client that leaves
-        // while its server session is in a transaction makes PgBouncer
-        // close that server connection, whatever role it was left with.
+        // Nothing of the caller's runs (its transaction failed first), and
+        // the rest is not read: the connection is dropped without a
+        // rollback. A client that leaves while its server session is in a
+        // transaction makes PgBouncer close that server connection, whatever
+        // role it was left with. (A read is then retried on another.)
         tracing::warn!(
             sqlstate = %error.code,
             "a pooled server session could not be cleaned up before a call; dropping the connection"
@@ -65,6 +63,9 @@ pub(crate) fn read_pooled_batch(
             "the database session could not be prepared for the call; nothing ran; try again",
         ));
     }
+    let mut batch = connection
+        .read_batch(STEP_USER - 1, sink, Some(STEP_GUARD - 1))
+        .map_err(|err| lost(&err))?;
     if begun.transaction_status != b'T' {
         connection.mark_broken();
         return Err(ToolError::new(

@@ -318,12 +318,7 @@ fn run_batch(
     // Behind a pooler the session defaults are set in the transaction:
     // the timeout and the application name are parameters after the
     // claims (see sql::SET_ROLE_POOLED).
-    let session_defaults = pooled.then(|| {
-        (
-            connection.statement_timeout().to_owned(),
-            connection.application_name().to_owned(),
-        )
-    });
+    let defaults = pooled.then(|| connection.session_defaults());
     let who = delegation.attribution;
     let mut set_role_params: [Option<&str>; 8] = [
         Some(delegation.identity),
@@ -338,10 +333,8 @@ fn run_batch(
     let mut count = 5;
     let more = [
         who.claims,
-        session_defaults
-            .as_ref()
-            .map(|(timeout, _)| timeout.as_str()),
-        session_defaults.as_ref().map(|(_, name)| name.as_str()),
+        defaults.as_deref().map(|d| &*d.statement_timeout),
+        defaults.as_deref().map(|d| &*d.application_name),
     ];
     for value in more.into_iter().flatten() {
         set_role_params[count] = Some(value);

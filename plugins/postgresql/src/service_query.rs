@@ -40,7 +40,7 @@ fn pooled(
     sql: &str,
     params: &[Option<&str>],
 ) -> Result<GroupResult, WireError> {
-    let begin = crate::sql::service_begin_pooled(connection.statement_timeout());
+    let begin = crate::sql::service_begin_pooled(&connection.session_defaults().statement_timeout);
     let buf = connection.buffer();
     encode_query(&begin, buf)?;
     encode_step(sql, params, 0, false, buf)?;

@@ -234,8 +234,10 @@ impl Connection {
             broken: false,
             statements: super::SessionStatements::default(),
             pooling: params.pooling,
-            statement_timeout: params.statement_timeout_ms.to_string(),
-            application_name: params.application_name.clone(),
+            defaults: std::sync::Arc::new(super::SessionDefaults {
+                statement_timeout: params.statement_timeout_ms.to_string().into(),
+                application_name: params.application_name.as_str().into(),
+            }),
             last_used: Instant::now(),
             cancel: None,
             server_major: 0,

@@ -145,8 +145,10 @@ fn connection_fed(bytes: Vec<u8>) -> (Connection, std::thread::JoinHandle<()>) {
         broken: false,
         statements: SessionStatements::default(),
         pooling: super::Pooling::Session,
-        statement_timeout: "0".into(),
-        application_name: "fuzz".into(),
+        defaults: std::sync::Arc::new(super::SessionDefaults {
+            statement_timeout: "0".into(),
+            application_name: "fuzz".into(),
+        }),
         last_used: Instant::now(),
         cancel: None,
         server_major: 15,

@@ -81,6 +81,16 @@ impl CancelKey {
     }
 }
 
+/// Session defaults the module relies on that are its own per module:
+/// start-up parameters on a session of our own, set in every transaction
+/// behind a pooler.
+#[derive(Debug)]
+pub struct SessionDefaults {
+    /// `statement_timeout` in milliseconds, as text.
+    pub statement_timeout: Box<str>,
+    pub application_name: Box<str>,
+}
+
 /// One server connection. Not thread-safe; the pool hands it to one caller
 /// at a time.
 pub struct Connection {
@@ -94,11 +104,9 @@ pub struct Connection {
     /// The named statements that exist on this session.
     pub statements: SessionStatements,
     pooling: Pooling,
-    /// `statement_timeout` in milliseconds, as text: a start-up parameter
-    /// on a session of our own, set per transaction behind a pooler.
-    statement_timeout: String,
-    /// As sent at start-up; set per transaction behind a pooler too.
-    application_name: String,
+    /// Shared, so that a batch behind a pooler, which sends them in every
+    /// transaction, takes them without copying.
+    defaults: std::sync::Arc<SessionDefaults>,
     last_used: Instant,
     cancel: Option<CancelKey>,
     /// The server's major version (`server_version` at start-up).
@@ -122,12 +130,8 @@ impl Connection {
         self.pooling
     }
 
-    pub fn statement_timeout(&self) -> &str {
-        &self.statement_timeout
-    }
-
-    pub fn application_name(&self) -> &str {
-        &self.application_name
+    pub fn session_defaults(&self) -> std::sync::Arc<SessionDefaults> {
+        self.defaults.clone()
     }
 
     pub fn server_major(&self) -> u32 {
